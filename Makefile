@@ -1,0 +1,42 @@
+# kubeoc: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+KUBECONFIG_TESTBED := $(CURDIR)/.testbed/kubeconfig
+
+.PHONY: help build test unit-test integration-test lint demo cluster-up cluster-down testbed-bins bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+build: ## release binary at target/release/kubectl-kubeoc
+	$(CARGO) build --release --locked --bin kubectl-kubeoc
+
+testbed-bins: ## build etcd and the Kubernetes control plane from Go modules (cached)
+	bash testbed/scripts/build-controlplane.sh
+
+cluster-up: ## start the local testbed cluster (idempotent)
+	bash testbed/scripts/cluster-up.sh
+
+cluster-down: ## stop the testbed processes; keeps binaries and data
+	bash testbed/scripts/cluster-down.sh
+
+lint: ## rustfmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit-test: ## tests that need no cluster
+	$(CARGO) test --locked --workspace --lib --bins
+
+integration-test: cluster-up ## tests against the testbed
+	$(CARGO) test --locked --workspace --tests -- --test-threads=4
+
+test: lint cluster-up ## every test: lint, unit and integration tests against the testbed
+	$(CARGO) test --locked --workspace --all-targets
+
+demo: build cluster-up ## bring the testbed up and show what kubeoc does so far
+	bash testbed/scripts/demo.sh
+
+bench: ## benchmarks (none yet)
+	@echo "no benchmarks yet"

@@ -1,0 +1,38 @@
+//! The `kubectl kubeoc` command line: one file per noun, dispatch here.
+
+mod version;
+
+use clap::{Parser, Subcommand};
+
+use crate::cluster::ClusterArgs;
+
+/// Live AI coding agents on Kubernetes: manage Agents, Tasks and CronTasks of
+/// kubeopencode.io/v1alpha1 and talk to an Agent's OpenCode server from your terminal.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-kubeoc",
+    bin_name = "kubectl kubeoc",
+    version,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the client and server version information.
+    Version(version::VersionArgs),
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Version(args) => version::run(&self.cluster, args).await,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Connecting to the cluster the way kubectl does: kubeconfig flags, context, namespace.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::{Error, Result};
+
+/// kubectl's connection flags, shared by every command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Path to the kubeconfig file to use (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The name of the kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The namespace scope for this request (default: the context's namespace).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// List or watch the requested objects across all namespaces.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+
+    /// How long to wait for a single server request before giving up, e.g. 30s or 1m; 0
+    /// waits forever.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0",
+          value_parser = parse_request_timeout)]
+    pub request_timeout: Duration,
+}
+
+fn parse_request_timeout(value: &str) -> Result<Duration, String> {
+    crate::duration::parse(value)
+}
+
+/// A connected client and the namespace commands act in.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    /// `-n`, else the kubeconfig context's namespace, else `default`.
+    pub namespace: String,
+    pub all_namespaces: bool,
+}
+
+impl ClusterArgs {
+    /// Builds the client configuration: kubeconfig (flag, `$KUBECONFIG`, `~/.kube/config`),
+    /// or the in-cluster service account when no kubeconfig exists.
+    pub async fn config(&self) -> Result<kube::Config> {
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let mut config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read kubeconfig {}: {e} (check the --kubeconfig path)",
+                        path.display()
+                    ))
+                })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| kubeconfig_error(&self.context, e))?
+            }
+            None => match Kubeconfig::read() {
+                Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| kubeconfig_error(&self.context, e))?,
+                Err(read_err) => kube::Config::incluster().map_err(|_| {
+                    Error::Config(format!(
+                        "no kubeconfig found ({read_err}) and not running in a cluster; \
+                         pass --kubeconfig or set KUBECONFIG"
+                    ))
+                })?,
+            },
+        };
+        config.read_timeout = (!self.request_timeout.is_zero()).then_some(self.request_timeout);
+        if let Some(ns) = &self.namespace {
+            config.default_namespace = ns.clone();
+        }
+        Ok(config)
+    }
+
+    /// Connects with [`ClusterArgs::config`].
+    pub async fn connect(&self) -> Result<Cluster> {
+        let config = self.config().await?;
+        let namespace = config.default_namespace.clone();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::kube("cannot create a Kubernetes client", e))?;
+        Ok(Cluster {
+            client,
+            namespace,
+            all_namespaces: self.all_namespaces,
+        })
+    }
+}
+
+fn kubeconfig_error(context: &Option<String>, err: kube::config::KubeconfigError) -> Error {
+    match context {
+        Some(name) => Error::Config(format!(
+            "cannot use kubeconfig context {name:?}: {err} (list contexts with: kubectl config get-contexts)"
+        )),
+        None => Error::Config(format!("cannot load the current kubeconfig context: {err}")),
+    }
+}

@@ -1,0 +1,8 @@
+//! kubeoc: live AI coding agents on Kubernetes, driven from a kubectl plugin.
+
+pub mod cli;
+pub mod cluster;
+pub mod duration;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,19 @@
+//! `kubectl-kubeoc`: parse, dispatch, map errors to kubectl's exit codes. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kubeoc::cli::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with 2, as kubectl does.
+    let cli = Cli::parse();
+    match cli.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {}", kubeoc::error::render(&err));
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The kubeoc testbed: helpers that tests use to reach the local cluster that
+//! `make cluster-up` starts (control plane from Go modules, later the node agent and stub model).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+/// The repository root (the workspace that holds `testbed/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `.testbed/` in the repository: kubeconfig, logs, pid files, etcd data.
+pub fn state_dir() -> PathBuf {
+    repo_root().join(".testbed")
+}
+
+/// The admin kubeconfig written by `make cluster-up`.
+pub fn kubeconfig_path() -> PathBuf {
+    state_dir().join("kubeconfig")
+}
+
+/// The Kubernetes version pinned in `testbed/controlplane/go.mod`.
+pub fn pinned_kube_version() -> anyhow::Result<String> {
+    let go_mod = repo_root().join("testbed/controlplane/go.mod");
+    let text = std::fs::read_to_string(&go_mod)
+        .with_context(|| format!("reading {}", go_mod.display()))?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("require k8s.io/kubernetes "))
+        .map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
+        .with_context(|| {
+            format!(
+                "no `require k8s.io/kubernetes` line in {}",
+                go_mod.display()
+            )
+        })
+}
+
+/// A client with the testbed's admin credentials. Fails with a hint when the testbed is down.
+pub async fn admin_client() -> anyhow::Result<Client> {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| {
+        format!(
+            "no testbed kubeconfig at {} (run: make cluster-up)",
+            path.display()
+        )
+    })?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("loading the testbed kubeconfig")?;
+    Client::try_from(config).context("building a client for the testbed")
+}
+
+/// Polls `check` until it returns `Ok(Some(value))` or `timeout` passes. On timeout the error
+/// says what was awaited and the last thing seen (`Ok(None)` or an error), never a bare "timeout".
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last_seen = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met".to_string(),
+            Err(err) => format!("{err:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen: {last_seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A namespace of its own for one test, labelled so leftovers are easy to find.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random suffix>`.
+    pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{prefix}-")),
+                labels: Some([("kubeoc.dev/test".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let created = api
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating a test namespace {prefix}-*"))?;
+        let name = created
+            .metadata
+            .name
+            .context("created namespace has no name")?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// Deletes the namespace (the namespace controller removes what is in it).
+    pub async fn delete(self) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client);
+        api.delete(&self.name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting test namespace {}", self.name))?;
+        Ok(())
+    }
+}
