@@ -1,6 +1,9 @@
 //! The kubeoc testbed: helpers that tests use to reach the local cluster that
 //! `make cluster-up` starts (control plane from Go modules, later the node agent and stub model).
 
+pub mod model;
+pub mod node;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,13 +1,11 @@
-//! `kubeoc-testbed`: the parts of the local cluster that are ours (node agent, stub model).
+//! `kubeoc-testbed`: the parts of the local cluster that are ours: the node agent that runs
+//! pods as local processes, and the OpenAI-compatible stub model.
 
 use clap::{Parser, Subcommand};
+use kubeoc_testbed::{model, node};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kubeoc-testbed",
-    version,
-    about = "kubeoc's local Kubernetes testbed"
-)]
+#[command(name = "kubeoc-testbed", version, about = "kubeoc's local Kubernetes testbed")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,13 +13,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the Kubernetes version pinned in testbed/controlplane/go.mod.
-    KubeVersion,
+    /// Run the node agent: register testbed-node-0 and run its pods as processes.
+    Node(node::NodeArgs),
+    /// Serve the OpenAI-compatible stub model that OpenCode talks to in tests.
+    Model(model::ModelArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::KubeVersion => println!("{}", kubeoc_testbed::pinned_kube_version()?),
+        Command::Node(args) => node::run(args).await,
+        Command::Model(args) => model::run(args).await,
     }
-    Ok(())
 }
