@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use kubeoc_testbed::{model, node};
 
 #[derive(Debug, Parser)]
-#[command(name = "kubeoc-testbed", version, about = "kubeoc's local Kubernetes testbed")]
+#[command(
+    name = "kubeoc-testbed",
+    version,
+    about = "kubeoc's local Kubernetes testbed"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
