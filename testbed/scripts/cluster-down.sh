@@ -5,17 +5,18 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+# The node agent first, with SIGINT: it stops every pod it runs.
+stop_component kubeoc-model
+stop_component kubeoc-node INT
+# Whatever pod processes survived it (a node agent killed hard) go with their cgroups.
+for cg in /sys/fs/cgroup/unified/kubeoc-testbed /sys/fs/cgroup/kubeoc-testbed; do
+  [ -d "$cg" ] && echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
+done
+for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^kubeoc-/ {print $1}'); do
+  ip netns del "$ns" 2>/dev/null || true
+done
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
-  pidfile="$run_dir/$name.pid"
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    say "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  stop_component "$name"
 done
 if ip link show "$bridge_name" >/dev/null 2>&1; then
   ip link del "$bridge_name" || say "could not delete bridge $bridge_name"

@@ -14,6 +14,7 @@ mkdir -p "$state_dir" "$log_dir" "$run_dir"
 # .testbed/bin/<version>/ points into the per-user cache so fresh clones reuse the build.
 ln -sfn "$(dirname "$bin_dir")" "$state_dir/bin"
 
+ensure_packages
 network_up
 pki_up
 
@@ -27,16 +28,16 @@ POLICY
 
 port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | head -n1; }
 
-# start NAME ARGS...: starts a component in its own session unless it is already running.
+# start NAME PROGRAM ARGS...: starts a component in its own session unless it is running.
 reused=()
 start() {
-  local name=$1; shift
+  local name=$1 program=$2; shift 2
   if pid_alive "$name"; then
     reused+=("$name")
     return 0
   fi
   say "starting $name (log: .testbed/logs/$name.log)"
-  setsid "$bin_dir/$name" "$@" >>"$log_dir/$name.log" 2>&1 </dev/null &
+  setsid "$program" "$@" >>"$log_dir/$name.log" 2>&1 </dev/null &
   echo $! >"$run_dir/$name.pid"
 }
 
@@ -50,7 +51,7 @@ require_free_port() {
 require_free_port etcd 2379
 require_free_port kube-apiserver "$apiserver_port"
 
-start etcd \
+start etcd "$bin_dir/etcd" \
   --name testbed --data-dir "$state_dir/etcd" \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -58,7 +59,7 @@ start etcd \
   --listen-metrics-urls http://127.0.0.1:2381 --log-level warn
 wait_for "etcd health" 30 curl -sSf --max-time 2 http://127.0.0.1:2381/health
 
-start kube-apiserver \
+start kube-apiserver "$bin_dir/kube-apiserver" \
   --etcd-servers http://127.0.0.1:2379 \
   --bind-address "$bridge_ip" --advertise-address "$bridge_ip" --secure-port "$apiserver_port" \
   --tls-cert-file "$pki_dir/apiserver.crt" --tls-private-key-file "$pki_dir/apiserver.key" \
@@ -79,7 +80,7 @@ start kube-apiserver \
   --profiling=false
 wait_for "kube-apiserver /readyz" 180 admin_curl /readyz
 
-start kube-controller-manager \
+start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig "$state_dir/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$state_dir/controller-manager.kubeconfig" \
   --authorization-kubeconfig "$state_dir/controller-manager.kubeconfig" \
@@ -90,7 +91,7 @@ start kube-controller-manager \
   --service-cluster-ip-range "$service_cidr" --allocate-node-cidrs=false \
   --leader-elect=false --profiling=false
 
-start kube-scheduler \
+start kube-scheduler "$bin_dir/kube-scheduler" \
   --kubeconfig "$state_dir/scheduler.kubeconfig" \
   --authentication-kubeconfig "$state_dir/scheduler.kubeconfig" \
   --authorization-kubeconfig "$state_dir/scheduler.kubeconfig" \
@@ -98,7 +99,24 @@ start kube-scheduler \
 
 wait_for "the default ServiceAccount" 120 admin_curl /api/v1/namespaces/default/serviceaccounts/default
 
-if [ "${#reused[@]}" -eq 4 ]; then
+# Our node agent: rebuilt when its sources changed, restarted when its binary is newer.
+node_bin="$repo_root/target/debug/kubeoc-testbed"
+say "building the node agent (cargo build -p kubeoc-testbed)"
+(cd "$repo_root" && cargo build --quiet --locked -p kubeoc-testbed --bin kubeoc-testbed)
+if pid_alive kubeoc-node && [ "$node_bin" -nt "$run_dir/kubeoc-node.pid" ]; then
+  say "node agent binary changed: restarting it"
+  stop_component kubeoc-node INT
+fi
+opencode_bin="$testbed_root/opencode/node_modules/opencode-ai/bin/opencode.exe"
+[ -f "$testbed_root/scripts/opencode.sh" ] && opencode_bin=$(bash "$testbed_root/scripts/opencode.sh")
+start kubeoc-node "$node_bin" node \
+  --kubeconfig "$kubeconfig" --state-dir "$state_dir" \
+  --node-ip "$bridge_ip" --bridge "$bridge_name" --pod-cidr "$pod_cidr" --service-cidr "$service_cidr" \
+  --tls-cert "$pki_dir/node.crt" --tls-key "$pki_dir/node.key" --client-ca "$pki_dir/ca.crt" \
+  --opencode-bin "$opencode_bin" --kube-version "$(kube_version)"
+wait_for "node testbed-node-0 Ready" 60 node_ready
+
+if [ "${#reused[@]}" -eq 5 ]; then
   say "reused the healthy testbed ($(kube_version)) in $(( $(date +%s) - started ))s"
 else
   say "testbed $(kube_version) up in $(( $(date +%s) - started ))s"

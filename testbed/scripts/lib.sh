@@ -79,3 +79,33 @@ admin_curl() {
   curl -sSf --max-time 5 --cacert "$pki_dir/ca.crt" --cert "$pki_dir/admin.crt" \
     --key "$pki_dir/admin.key" "$apiserver_url$1"
 }
+
+node_ready() {
+  admin_curl /api/v1/nodes/testbed-node-0 | jq -e '.status.conditions[] | select(.type == "Ready" and .status == "True")' >/dev/null
+}
+
+# stop_component NAME [SIGNAL]: signal the process from its pid file, SIGKILL after 15 s.
+stop_component() {
+  local name=$1 signal=${2:-TERM} pidfile="$run_dir/$1.pid" pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    say "stopping $name (pid $pid)"
+    kill "-$signal" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+# Debian packages the testbed needs, installed when missing.
+ensure_packages() {
+  local missing=() pair
+  for pair in ip:iproute2 ss:iproute2 iptables:iptables openssl:openssl curl:curl jq:jq rg:ripgrep git:git; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  say "installing missing packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+    die "could not install ${missing[*]} with apt-get"
+}

@@ -1,0 +1,416 @@
+//! Pod volumes as host directories under the pod's state directory: emptyDir, configMap,
+//! secret, projected (service account token, configMap, secret, downward API), downwardAPI,
+//! hostPath and PVCs bound to the testbed's host-path PersistentVolumes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    Volume,
+};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::env::{PodFacts, field_value};
+
+/// Ownership applied to volume files, from the pod's security context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ownership {
+    pub uid: Option<u32>,
+    pub fs_group: Option<u32>,
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+fn chown(path: &Path, owner: Ownership) -> anyhow::Result<()> {
+    if owner.uid.is_some() || owner.fs_group.is_some() {
+        std::os::unix::fs::chown(path, owner.uid, owner.fs_group)
+            .with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `files` (relative path -> (content, mode)) into a fresh `dir`.
+fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, (Vec<u8>, u32)>,
+    owner: Ownership,
+) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    set_mode(dir, 0o755)?;
+    for (rel, (content, mode)) in files {
+        if rel.split('/').any(|part| part == ".." || part.is_empty()) {
+            bail!("volume item path {rel:?} is not a plain relative path");
+        }
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        // Group-readable for fsGroup, as the kubelet does.
+        let mode = if owner.fs_group.is_some() {
+            *mode | 0o040
+        } else {
+            *mode
+        };
+        set_mode(&path, mode)?;
+        chown(&path, owner)?;
+    }
+    Ok(())
+}
+
+/// Picks the entries named by `items` (or all), as relative path -> (content, mode).
+fn select(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: u32,
+    what: &str,
+    optional: bool,
+) -> anyhow::Result<BTreeMap<String, (Vec<u8>, u32)>> {
+    let mut out = BTreeMap::new();
+    match items {
+        None => {
+            for (key, value) in data {
+                out.insert(key.clone(), (value.clone(), default_mode));
+            }
+        }
+        Some(items) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(value) => {
+                        let mode = item.mode.map_or(default_mode, |m| m as u32);
+                        out.insert(item.path.clone(), (value.clone(), mode));
+                    }
+                    None if optional => {}
+                    None => bail!("configmap or secret key {:?} not found in {what}", item.key),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.iter().flatten() {
+        data.insert(k.clone(), v.0.clone());
+    }
+    data
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// Resolves the pod's volumes to host paths, writing files for the object-backed ones.
+pub struct VolumeBuilder<'a> {
+    pub client: &'a kube::Client,
+    pub pod: &'a Pod,
+    pub facts: &'a PodFacts,
+    pub pod_dir: &'a Path,
+    pub owner: Ownership,
+}
+
+impl VolumeBuilder<'_> {
+    fn ns(&self) -> &str {
+        &self.facts.namespace
+    }
+
+    async fn config_map(&self, name: &str, optional: bool) -> anyhow::Result<Option<ConfigMap>> {
+        let cm = Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
+            .get_opt(name)
+            .await?;
+        if cm.is_none() && !optional {
+            bail!("configmap {name:?} not found");
+        }
+        Ok(cm)
+    }
+
+    async fn secret(&self, name: &str, optional: bool) -> anyhow::Result<Option<Secret>> {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), self.ns())
+            .get_opt(name)
+            .await?;
+        if secret.is_none() && !optional {
+            bail!("secret {name:?} not found");
+        }
+        Ok(secret)
+    }
+
+    async fn token(
+        &self,
+        audience: Option<&str>,
+        expiration: Option<i64>,
+    ) -> anyhow::Result<String> {
+        let sa = if self.facts.service_account.is_empty() {
+            "default"
+        } else {
+            &self.facts.service_account
+        };
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: audience.map(|a| vec![a.to_string()]).unwrap_or_default(),
+                expiration_seconds: expiration,
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(self.facts.name.clone()),
+                    uid: Some(self.facts.uid.clone()),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        let response = Api::<ServiceAccount>::namespaced(self.client.clone(), self.ns())
+            .create_token_request(sa, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for service account {sa:?}"))?;
+        Ok(response
+            .status
+            .context("token request has no status")?
+            .token)
+    }
+
+    async fn pvc_path(&self, claim: &str) -> anyhow::Result<PathBuf> {
+        let pvc = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), self.ns())
+            .get_opt(claim)
+            .await?
+            .ok_or_else(|| anyhow!("persistentvolumeclaim {claim:?} not found"))?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|_| bound);
+        let volume =
+            volume.ok_or_else(|| anyhow!("persistentvolumeclaim {claim:?} is not bound yet"))?;
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get(&volume)
+            .await?;
+        let spec = pv.spec.unwrap_or_default();
+        let path = spec
+            .host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .ok_or_else(|| anyhow!("persistentvolume {volume:?} is not a host path volume"))?;
+        std::fs::create_dir_all(&path)?;
+        Ok(PathBuf::from(path))
+    }
+
+    async fn volume_path(&self, volume: &Volume) -> anyhow::Result<PathBuf> {
+        let dir = self.pod_dir.join("volumes").join(&volume.name);
+        if volume.empty_dir.is_some() {
+            std::fs::create_dir_all(&dir)?;
+            set_mode(&dir, 0o777)?;
+            return Ok(dir);
+        }
+        if let Some(source) = &volume.config_map {
+            let optional = source.optional.unwrap_or(false);
+            let data = self
+                .config_map(&source.name, optional)
+                .await?
+                .map(|c| config_map_data(&c))
+                .unwrap_or_default();
+            let mode = source.default_mode.map_or(0o644, |m| m as u32);
+            let files = select(
+                &data,
+                source.items.as_ref(),
+                mode,
+                &format!("configmap {:?}", source.name),
+                optional,
+            )?;
+            write_files(&dir, &files, self.owner)?;
+            return Ok(dir);
+        }
+        if let Some(source) = &volume.secret {
+            let name = source.secret_name.clone().unwrap_or_default();
+            let optional = source.optional.unwrap_or(false);
+            let data = self
+                .secret(&name, optional)
+                .await?
+                .map(|s| secret_data(&s))
+                .unwrap_or_default();
+            let mode = source.default_mode.map_or(0o644, |m| m as u32);
+            let files = select(
+                &data,
+                source.items.as_ref(),
+                mode,
+                &format!("secret {name:?}"),
+                optional,
+            )?;
+            write_files(&dir, &files, self.owner)?;
+            return Ok(dir);
+        }
+        if let Some(projected) = &volume.projected {
+            let mode = projected.default_mode.map_or(0o644, |m| m as u32);
+            let mut files = BTreeMap::new();
+            for source in projected.sources.iter().flatten() {
+                if let Some(token) = &source.service_account_token {
+                    let value = self
+                        .token(token.audience.as_deref(), token.expiration_seconds)
+                        .await?;
+                    files.insert(token.path.clone(), (value.into_bytes(), mode));
+                }
+                if let Some(cm) = &source.config_map {
+                    let optional = cm.optional.unwrap_or(false);
+                    let data = self
+                        .config_map(&cm.name, optional)
+                        .await?
+                        .map(|c| config_map_data(&c))
+                        .unwrap_or_default();
+                    files.extend(select(
+                        &data,
+                        cm.items.as_ref(),
+                        mode,
+                        &format!("configmap {:?}", cm.name),
+                        optional,
+                    )?);
+                }
+                if let Some(secret) = &source.secret {
+                    let optional = secret.optional.unwrap_or(false);
+                    let data = self
+                        .secret(&secret.name, optional)
+                        .await?
+                        .map(|s| secret_data(&s))
+                        .unwrap_or_default();
+                    files.extend(select(
+                        &data,
+                        secret.items.as_ref(),
+                        mode,
+                        &format!("secret {:?}", secret.name),
+                        optional,
+                    )?);
+                }
+                if let Some(downward) = &source.downward_api {
+                    files.extend(self.downward_files(downward.items.iter().flatten(), mode)?);
+                }
+            }
+            write_files(&dir, &files, self.owner)?;
+            return Ok(dir);
+        }
+        if let Some(downward) = &volume.downward_api {
+            let mode = downward.default_mode.map_or(0o644, |m| m as u32);
+            let files = self.downward_files(downward.items.iter().flatten(), mode)?;
+            write_files(&dir, &files, self.owner)?;
+            return Ok(dir);
+        }
+        if let Some(host) = &volume.host_path {
+            let path = PathBuf::from(&host.path);
+            if matches!(host.type_.as_deref(), Some("DirectoryOrCreate")) {
+                std::fs::create_dir_all(&path)?;
+            }
+            return Ok(path);
+        }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            return self.pvc_path(&claim.claim_name).await;
+        }
+        bail!(
+            "volume {:?}: this volume type is not supported by the testbed node",
+            volume.name
+        )
+    }
+
+    fn downward_files<'i>(
+        &self,
+        items: impl Iterator<Item = &'i k8s_openapi::api::core::v1::DownwardAPIVolumeFile>,
+        default_mode: u32,
+    ) -> anyhow::Result<BTreeMap<String, (Vec<u8>, u32)>> {
+        let mut files = BTreeMap::new();
+        for item in items {
+            let field = item.field_ref.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "downwardAPI item {:?}: only fieldRef is supported",
+                    item.path
+                )
+            })?;
+            let value = field_value(&field.field_path, self.facts).map_err(|e| anyhow!(e))?;
+            let mode = item.mode.map_or(default_mode, |m| m as u32);
+            files.insert(item.path.clone(), (value.into_bytes(), mode));
+        }
+        Ok(files)
+    }
+
+    /// Host paths of every volume of the pod, by volume name. Fails on the first volume that
+    /// cannot be set up yet (missing object, unbound claim), naming it.
+    pub async fn build(&self) -> anyhow::Result<HashMap<String, PathBuf>> {
+        let mut paths = HashMap::new();
+        for volume in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            let path = self.volume_path(volume).await.with_context(|| {
+                format!("MountVolume.SetUp failed for volume {:?}", volume.name)
+            })?;
+            paths.insert(volume.name.clone(), path);
+        }
+        Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_honours_items_modes_and_optional() {
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]
+        .into();
+        let all = select(&data, None, 0o644, "cm", false).expect("all keys");
+        assert_eq!(all.len(), 2);
+        let items = vec![KeyToPath {
+            key: "b".into(),
+            path: "dir/b.txt".into(),
+            mode: Some(0o600),
+        }];
+        let some = select(&data, Some(&items), 0o644, "cm", false).expect("items");
+        assert_eq!(some.get("dir/b.txt"), Some(&(b"2".to_vec(), 0o600)));
+        let missing = vec![KeyToPath {
+            key: "zz".into(),
+            path: "zz".into(),
+            mode: None,
+        }];
+        assert!(select(&data, Some(&missing), 0o644, "cm", false).is_err());
+        assert!(
+            select(&data, Some(&missing), 0o644, "cm", true)
+                .expect("optional")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn write_files_rejects_escaping_paths_and_sets_modes() {
+        let dir = std::env::temp_dir().join(format!("kubeoc-volumes-test-{}", std::process::id()));
+        let files: BTreeMap<String, (Vec<u8>, u32)> =
+            [("x/y".to_string(), (b"v".to_vec(), 0o600))].into();
+        write_files(&dir, &files, Ownership::default()).expect("writes");
+        let meta = std::fs::metadata(dir.join("x/y")).expect("file exists");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let bad: BTreeMap<String, (Vec<u8>, u32)> =
+            [("../escape".to_string(), (b"v".to_vec(), 0o600))].into();
+        assert!(write_files(&dir, &bad, Ownership::default()).is_err());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
