@@ -1,5 +1,6 @@
 //! The `kubectl kubeoc` command line: one file per noun, dispatch here.
 
+pub mod output;
 mod version;
 
 use clap::{Parser, Subcommand};
