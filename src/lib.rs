@@ -1,5 +1,6 @@
 //! kubeoc: live AI coding agents on Kubernetes, driven from a kubectl plugin.
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod duration;
