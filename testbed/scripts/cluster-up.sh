@@ -103,10 +103,12 @@ wait_for "the default ServiceAccount" 120 admin_curl /api/v1/namespaces/default/
 node_bin="$repo_root/target/debug/kubeoc-testbed"
 say "building the node agent (cargo build -p kubeoc-testbed)"
 (cd "$repo_root" && cargo build --quiet --locked -p kubeoc-testbed --bin kubeoc-testbed)
-if pid_alive kubeoc-node && [ "$node_bin" -nt "$run_dir/kubeoc-node.pid" ]; then
-  say "node agent binary changed: restarting it"
-  stop_component kubeoc-node INT
-fi
+for component in kubeoc-node:INT kubeoc-model:TERM; do
+  if pid_alive "${component%%:*}" && [ "$node_bin" -nt "$run_dir/${component%%:*}.pid" ]; then
+    say "testbed binary changed: restarting ${component%%:*}"
+    stop_component "${component%%:*}" "${component#*:}"
+  fi
+done
 opencode_bin="$testbed_root/opencode/node_modules/opencode-ai/bin/opencode.exe"
 [ -f "$testbed_root/scripts/opencode.sh" ] && opencode_bin=$(bash "$testbed_root/scripts/opencode.sh")
 start kubeoc-node "$node_bin" node \
@@ -115,8 +117,11 @@ start kubeoc-node "$node_bin" node \
   --tls-cert "$pki_dir/node.crt" --tls-key "$pki_dir/node.key" --client-ca "$pki_dir/ca.crt" \
   --opencode-bin "$opencode_bin" --kube-version "$(kube_version)"
 wait_for "node testbed-node-0 Ready" 60 node_ready
+# The OpenAI-compatible stub model, on the bridge so pods reach it.
+start kubeoc-model "$node_bin" model --listen "$model_addr" --requests-log "$log_dir/model-requests.jsonl"
+wait_for "the stub model on $model_addr" 30 curl -sSf --max-time 2 "http://$model_addr/v1/models"
 
-if [ "${#reused[@]}" -eq 5 ]; then
+if [ "${#reused[@]}" -eq 6 ]; then
   say "reused the healthy testbed ($(kube_version)) in $(( $(date +%s) - started ))s"
 else
   say "testbed $(kube_version) up in $(( $(date +%s) - started ))s"

@@ -23,6 +23,8 @@ pod_cidr=10.244.0.0/16
 service_cidr=10.96.0.0/16
 apiserver_port=6443
 apiserver_url="https://$bridge_ip:$apiserver_port"
+# The stub model: pods use http://$model_addr/v1 as their OpenAI-compatible provider.
+model_addr="$bridge_ip:18080"
 
 pki_dir="$state_dir/pki"
 log_dir="$state_dir/logs"

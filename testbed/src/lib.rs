@@ -64,6 +64,42 @@ pub async fn admin_client() -> anyhow::Result<Client> {
     Client::try_from(config).context("building a client for the testbed")
 }
 
+/// OpenCode's `auth_token` query value for HTTP Basic credentials `opencode:<password>`,
+/// URL-encoded: the only way to authenticate through the apiserver service proxy, which strips
+/// the `Authorization` header.
+pub fn opencode_auth_token(password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("opencode:{password}"));
+    encoded
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+/// A GET through the apiserver's service proxy: `(status, body)`. Bounded by a 10 s deadline:
+/// OpenCode can leave a request that arrives while it starts up unanswered forever.
+pub async fn service_proxy_get(
+    client: &Client,
+    namespace: &str,
+    service_port: &str,
+    path_and_query: &str,
+) -> anyhow::Result<(u16, String)> {
+    let uri =
+        format!("/api/v1/namespaces/{namespace}/services/{service_port}/proxy{path_and_query}");
+    let request = ::http::Request::get(&uri).body(Vec::new())?;
+    let exchange = async {
+        let response = client.send(request.map(kube::client::Body::from)).await?;
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await?
+            .to_bytes();
+        Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .with_context(|| format!("GET {uri}: no answer within 10s"))?
+}
+
 /// Polls `check` until it returns `Ok(Some(value))` or `timeout` passes. On timeout the error
 /// says what was awaited and the last thing seen (`Ok(None)` or an error), never a bare "timeout".
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
