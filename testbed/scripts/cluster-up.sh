@@ -109,8 +109,7 @@ for component in kubeoc-node:INT kubeoc-model:TERM; do
     stop_component "${component%%:*}" "${component#*:}"
   fi
 done
-opencode_bin="$testbed_root/opencode/node_modules/opencode-ai/bin/opencode.exe"
-[ -f "$testbed_root/scripts/opencode.sh" ] && opencode_bin=$(bash "$testbed_root/scripts/opencode.sh")
+opencode_bin=$(bash "$testbed_root/scripts/opencode.sh")
 start kubeoc-node "$node_bin" node \
   --kubeconfig "$kubeconfig" --state-dir "$state_dir" \
   --node-ip "$bridge_ip" --bridge "$bridge_name" --pod-cidr "$pod_cidr" --service-cidr "$service_cidr" \
