@@ -10,7 +10,7 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// The apiserver answered with an error or could not be reached.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kube {
         context: String,
         #[source]
@@ -33,10 +33,29 @@ impl Error {
     }
 }
 
-/// Renders an error chain as one line: the outer message, then each distinct cause.
+/// An apiserver error the way kubectl prints it: `Error from server (Reason): message`.
+fn server_error(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let status = match cause.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) => status.as_ref(),
+        _ => cause.downcast_ref::<kube::core::Status>()?,
+    };
+    let reason = if status.reason.is_empty() {
+        format!("HTTP {}", status.code)
+    } else {
+        status.reason.clone()
+    };
+    Some(format!("from server ({reason}): {}", status.message))
+}
+
+/// Renders an error chain as one line: the outer message, then each distinct cause;
+/// apiserver errors read as kubectl's do.
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
+        if let Some(server) = server_error(cause) {
+            let _ = write!(out, ": {server}");
+            break;
+        }
         let cause = cause.to_string();
         // thiserror messages often embed their source already; don't repeat it.
         if !out.contains(&cause) {
@@ -58,5 +77,22 @@ mod tests {
 
         let err = anyhow::anyhow!("outer: inner detail").context("outer: inner detail");
         assert_eq!(render(&err), "outer: inner detail");
+    }
+
+    #[test]
+    fn render_prints_apiserver_errors_like_kubectl() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "secrets is forbidden: User \"dev\" cannot list resource \"secrets\""
+        }))
+        .expect("status");
+        let err = anyhow::Error::new(Error::kube(
+            "listing Secrets in namespace \"team\"",
+            kube::Error::Api(Box::new(status)),
+        ));
+        assert_eq!(
+            render(&err),
+            "listing Secrets in namespace \"team\": from server (Forbidden): secrets is forbidden: User \"dev\" cannot list resource \"secrets\""
+        );
     }
 }

@@ -3,7 +3,9 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod controller;
 pub mod duration;
 pub mod error;
+pub mod opencode;
 
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! The `kubectl kubeoc` command line: one file per noun, dispatch here.
 
+mod install;
 pub mod output;
+mod progress;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Install the CRDs, the kubeopencode-system namespace and RBAC (server-side apply).
+    Install(install::InstallArgs),
+    /// Remove what install created; namespaces are kept.
+    Uninstall(install::UninstallArgs),
     /// Print the client and server version information.
     Version(version::VersionArgs),
 }
@@ -33,6 +39,8 @@ pub enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Install(args) => install::install(&self.cluster, args).await,
+            Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,
             Command::Version(args) => version::run(&self.cluster, args).await,
         }
     }

@@ -1,4 +1,7 @@
-//! Connecting to the cluster the way kubectl does: kubeconfig flags, context, namespace.
+//! Connecting to the cluster the way kubectl does (kubeconfig flags, context, namespace), and
+//! installing kubeoc into it.
+
+pub mod install;
 
 use std::path::PathBuf;
 use std::time::Duration;

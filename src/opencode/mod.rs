@@ -1,0 +1,3 @@
+//! Talking to an Agent's OpenCode server through the kube-apiserver service proxy.
+
+pub mod client;
