@@ -84,6 +84,10 @@ pub async fn install(cluster: &ClusterArgs, args: InstallArgs) -> anyhow::Result
 }
 
 pub async fn uninstall(cluster: &ClusterArgs, args: UninstallArgs) -> anyhow::Result<()> {
+    // Refuse before contacting the cluster: a script without --yes gets the same answer always.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        bail!("refusing to uninstall without confirmation: stdin is not a terminal (pass --yes)");
+    }
     let client = cluster.connect().await?.client;
     let agents = install::existing_agents(&client).await?;
     if !agents.is_empty() && !args.purge {
@@ -100,11 +104,6 @@ pub async fn uninstall(cluster: &ClusterArgs, args: UninstallArgs) -> anyhow::Re
         );
     }
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "refusing to uninstall without confirmation: stdin is not a terminal (pass --yes)"
-            );
-        }
         eprint!(
             "Delete the kubeoc CRDs{} and RBAC from this cluster? [y/N] ",
             if args.purge {
