@@ -1,5 +1,6 @@
 //! The `kubectl kubeoc` command line: one file per noun, dispatch here.
 
+mod controller;
 mod install;
 pub mod output;
 mod progress;
@@ -28,6 +29,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the reconcile loop in this process.
+    #[command(subcommand)]
+    Controller(controller::ControllerCommand),
     /// Install the CRDs, the kubeopencode-system namespace and RBAC (server-side apply).
     Install(install::InstallArgs),
     /// Remove what install created; namespaces are kept.
@@ -39,6 +43,7 @@ pub enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Controller(command) => controller::run_command(&self.cluster, command).await,
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,
             Command::Version(args) => version::run(&self.cluster, args).await,

@@ -1,3 +1,8 @@
 //! The controller: reconcilers and the pure builders they call.
 
+pub mod agent;
+pub mod leader;
+pub mod run;
 pub mod server_pod;
+
+pub use run::Context;

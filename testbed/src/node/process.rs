@@ -41,32 +41,75 @@ fn cstring(path: &Path) -> anyhow::Result<CString> {
         .with_context(|| format!("path {} contains NUL", path.display()))
 }
 
+/// Where a mount's target lives before it is mounted: inside the source of an earlier mount
+/// that covers it (e.g. `/workspace/code` inside the volume mounted at `/workspace`), else on
+/// the host filesystem.
+fn mountpoint_on_disk(earlier: &[Mount], target: &Path) -> PathBuf {
+    earlier
+        .iter()
+        .filter_map(|m| Some((m, target.strip_prefix(&m.target).ok()?)))
+        .filter(|(m, rest)| !rest.as_os_str().is_empty() || m.target == target)
+        .max_by_key(|(m, _)| m.target.components().count())
+        .map_or_else(|| target.to_path_buf(), |(m, rest)| m.source.join(rest))
+}
+
 /// Bind mounts need a mountpoint of the same kind as the source: an empty directory or file is
-/// created on the host when missing (it stays empty there; only the container sees the mount).
-fn ensure_mountpoint(mount: &Mount) -> anyhow::Result<()> {
+/// created where the target will be looked up when it is mounted (it stays empty there; only
+/// the container sees the mount).
+fn ensure_mountpoint(mount: &Mount, at: &Path) -> anyhow::Result<()> {
     let source_is_dir = std::fs::metadata(&mount.source)
         .with_context(|| format!("volume source {} is missing", mount.source.display()))?
         .is_dir();
-    match std::fs::symlink_metadata(&mount.target) {
+    match std::fs::metadata(at) {
         Ok(meta) if meta.is_dir() == source_is_dir => Ok(()),
-        Ok(_) if std::fs::metadata(&mount.target).is_ok_and(|m| m.is_dir() == source_is_dir) => {
-            Ok(())
-        }
         Ok(_) => bail!(
             "cannot mount {} at {}: one is a file and the other a directory",
             mount.source.display(),
             mount.target.display()
         ),
-        Err(_) if source_is_dir => std::fs::create_dir_all(&mount.target)
-            .with_context(|| format!("creating mountpoint {}", mount.target.display())),
+        Err(_) if source_is_dir => std::fs::create_dir_all(at)
+            .with_context(|| format!("creating mountpoint {}", at.display())),
         Err(_) => {
-            if let Some(parent) = mount.target.parent() {
+            if let Some(parent) = at.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            File::create(&mount.target)
+            File::create(at)
                 .map(drop)
-                .with_context(|| format!("creating mountpoint {}", mount.target.display()))
+                .with_context(|| format!("creating mountpoint {}", at.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(source: &str, target: &str) -> Mount {
+        Mount {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn nested_mountpoints_are_created_inside_the_covering_volume() {
+        let earlier = [
+            mount("/pods/u/volumes/ws", "/workspace"),
+            mount("/pods/u/volumes/tools", "/tools"),
+        ];
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/workspace/code")),
+            PathBuf::from("/pods/u/volumes/ws/code")
+        );
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/workspace2")),
+            PathBuf::from("/workspace2")
+        );
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/data/sessions")),
+            PathBuf::from("/data/sessions")
+        );
     }
 }
 
@@ -85,8 +128,8 @@ pub fn spawn(spec: &LaunchSpec) -> anyhow::Result<tokio::process::Child> {
         .argv
         .split_first()
         .context("container has nothing to run")?;
-    for mount in &spec.mounts {
-        ensure_mountpoint(mount)?;
+    for (i, mount) in spec.mounts.iter().enumerate() {
+        ensure_mountpoint(mount, &mountpoint_on_disk(&spec.mounts[..i], &mount.target))?;
     }
     let netns = File::open(&spec.netns)
         .with_context(|| format!("opening network namespace {}", spec.netns.display()))?;
@@ -174,7 +217,9 @@ pub fn spawn(spec: &LaunchSpec) -> anyhow::Result<tokio::process::Child> {
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("starting {program:?} (is it installed on the host?)"))?;
+        .with_context(|| {
+            format!("starting {program:?} (it must exist on the host; joining the pod's namespaces, mounting volumes, switching user or entering the working directory can fail too)")
+        })?;
     drop((netns, cgroup_procs));
     Ok(child)
 }

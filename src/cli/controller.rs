@@ -1,0 +1,61 @@
+//! `kubectl kubeoc controller run`.
+
+use crate::cluster::{ClusterArgs, install};
+use crate::controller::run::{RunOptions, run};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ControllerCommand {
+    /// Run the reconcilers in this process until Ctrl-C (in-cluster config is used when no
+    /// kubeconfig exists). Watches every namespace unless -n is given.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Elect a leader through a Lease so only one controller reconciles at a time.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, default_value = install::SYSTEM_NAMESPACE)]
+    pub lease_namespace: String,
+    /// Run even while upstream's KubeOpenCode controller holds its Lease.
+    #[arg(long)]
+    pub ignore_upstream_lease: bool,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+pub async fn run_command(cluster: &ClusterArgs, command: ControllerCommand) -> anyhow::Result<()> {
+    let ControllerCommand::Run(args) = command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .init();
+    }
+    let connected = cluster.connect().await?;
+    let namespace = cluster
+        .namespace
+        .clone()
+        .filter(|_| !cluster.all_namespaces);
+    run(
+        connected.client,
+        RunOptions {
+            namespace,
+            leader_elect: args.leader_elect,
+            lease_namespace: args.lease_namespace,
+            ignore_upstream_lease: args.ignore_upstream_lease,
+        },
+    )
+    .await
+}

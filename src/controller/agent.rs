@@ -1,0 +1,469 @@
+//! The Agent reconciler: reads the Agent (and its AgentTemplate), builds the server's objects
+//! with the pure builders in `server_pod`, applies them, and reports status: `ServerReady` from
+//! the Deployment, `ServerHealthy` from a real health check through the apiserver service
+//! proxy. Status is written only when it changed, so an idle cluster sees no writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use super::Context;
+use super::server_pod;
+use crate::api::{Agent, AgentPhase, AgentStatus, AgentTemplate};
+use crate::opencode::client::{ProxyError, ServerProxy};
+
+/// Field manager of everything the reconciler writes.
+pub const FIELD_MANAGER: &str = "kubeoc-controller";
+const PASSWORD_KEY: &str = "password";
+
+/// Errors that make a reconcile retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn kube_err(context: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let context = context.into();
+    move |source| ReconcileError::Kube { context, source }
+}
+
+/// One condition as we compute it, before timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    type_: &'static str,
+    ok: bool,
+    reason: String,
+    message: String,
+}
+
+impl Verdict {
+    fn new(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            ok,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Conditions with `lastTransitionTime` kept from `existing` when the status did not flip, so
+/// an unchanged state renders byte-for-byte the same status (and is not written).
+fn conditions(existing: &[Condition], verdicts: &[Verdict], generation: i64) -> Vec<Condition> {
+    verdicts
+        .iter()
+        .map(|v| {
+            let status = if v.ok { "True" } else { "False" }.to_string();
+            let previous = existing.iter().find(|c| c.type_ == v.type_);
+            let since = match previous {
+                Some(c) if c.status == status => c.last_transition_time.clone(),
+                _ => Time(Timestamp::now()),
+            };
+            Condition {
+                type_: v.type_.to_string(),
+                status,
+                reason: v.reason.clone(),
+                message: v.message.clone(),
+                observed_generation: Some(generation),
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+/// The generated server password: 32 random bytes, URL-safe base64.
+fn new_password() -> Result<String, ReconcileError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ReconcileError::Other(format!("no randomness for the server password: {e}"))
+    })?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Reads the server password, creating `<agent>-server-auth` once. Never logged.
+async fn ensure_password(ctx: &Context, agent: &Agent, ns: &str) -> Result<String, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = format!("{}-server-auth", agent.name_any());
+    for _ in 0..2 {
+        let existing = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
+        let stored = existing
+            .and_then(|s| s.data)
+            .and_then(|d| {
+                d.get(PASSWORD_KEY)
+                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            })
+            .filter(|p| !p.is_empty());
+        if let Some(password) = stored {
+            return Ok(password);
+        }
+        let password = new_password()?;
+        let secret = server_pod::auth_secret(agent, &password);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match secrets.create(&params, &secret).await {
+            Ok(_) => return Ok(password),
+            // Another reconcile created it first: read theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(kube_err(format!("creating Secret {ns}/{name}"))(e)),
+        }
+    }
+    Err(ReconcileError::Other(format!(
+        "Secret {ns}/{name} exists without a {PASSWORD_KEY:?} key; delete it to have a new password generated"
+    )))
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, object: &K) -> Result<K, ReconcileError>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(kube_err(format!("applying {kind} {ns}/{name}")))
+}
+
+fn deployment_available(deployment: &Deployment) -> (bool, String) {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = &deployment.status else {
+        return (false, "the Deployment has no status yet".into());
+    };
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    if status.observed_generation.unwrap_or(0) < generation {
+        return (
+            false,
+            "the Deployment controller has not seen the latest spec yet".into(),
+        );
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated >= wanted && available >= wanted {
+        (
+            true,
+            format!("{available}/{wanted} server replicas available"),
+        )
+    } else {
+        (
+            false,
+            format!("{available}/{wanted} server replicas available, {updated} up to date"),
+        )
+    }
+}
+
+fn not_ready_status(existing: &AgentStatus, verdict: Verdict, generation: i64) -> AgentStatus {
+    let existing_conditions = existing.conditions.clone().unwrap_or_default();
+    AgentStatus {
+        observed_generation: Some(generation),
+        phase: Some(AgentPhase::NotReady),
+        ready: Some(false),
+        conditions: Some(conditions(&existing_conditions, &[verdict], generation)),
+        ..existing.clone()
+    }
+}
+
+/// Reconciles one Agent.
+pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ns = agent.namespace().unwrap_or_default();
+    let name = agent.name_any();
+    let generation = agent.metadata.generation.unwrap_or(0);
+    let existing = agent.status.clone().unwrap_or_default();
+
+    let template = match &agent.spec.template_ref {
+        Some(r) => {
+            let api: Api<AgentTemplate> = Api::namespaced(ctx.client.clone(), &ns);
+            let found = api
+                .get_opt(&r.name)
+                .await
+                .map_err(kube_err(format!("reading AgentTemplate {ns}/{}", r.name)))?;
+            if found.is_none() {
+                let message = format!("AgentTemplate {:?} not found in namespace {ns:?}", r.name);
+                let verdict = Verdict::new("Ready", false, "TemplateNotFound", message);
+                write_status(
+                    &ctx,
+                    &agent,
+                    not_ready_status(&existing, verdict, generation),
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            found
+        }
+        None => None,
+    };
+    let spec = server_pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec));
+    if let Err(invalid) = server_pod::validate(&spec) {
+        let verdict = Verdict::new("Ready", false, "InvalidSpec", invalid.message.clone());
+        write_status(
+            &ctx,
+            &agent,
+            not_ready_status(&existing, verdict, generation),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    let password = ensure_password(&ctx, &agent, &ns).await?;
+    let objects = server_pod::build(&agent, &spec, &ctx.settings);
+    if let Some(cm) = &objects.context_config_map {
+        apply::<ConfigMap>(&ctx, &ns, cm).await?;
+    }
+    apply::<PersistentVolumeClaim>(&ctx, &ns, &objects.sessions_pvc).await?;
+    if let Some(pvc) = &objects.workspace_pvc {
+        apply::<PersistentVolumeClaim>(&ctx, &ns, pvc).await?;
+    }
+    let service = apply::<Service>(&ctx, &ns, &objects.service).await?;
+    let deployment = apply::<Deployment>(&ctx, &ns, &objects.deployment).await?;
+
+    let suspended = spec.suspend.unwrap_or(false);
+    let (available, available_message) = deployment_available(&deployment);
+    let server_ready = if suspended {
+        Verdict::new(
+            "ServerReady",
+            false,
+            "Suspended",
+            "spec.suspend is true: the server is scaled to zero",
+        )
+    } else if available {
+        Verdict::new(
+            "ServerReady",
+            true,
+            "DeploymentAvailable",
+            available_message,
+        )
+    } else {
+        Verdict::new(
+            "ServerReady",
+            false,
+            "DeploymentUnavailable",
+            available_message,
+        )
+    };
+    let workspace = spec.workspace_dir.clone().unwrap_or_default();
+    let server_healthy = if !server_ready.ok {
+        Verdict::new(
+            "ServerHealthy",
+            false,
+            "NotChecked",
+            "the server is not ready",
+        )
+    } else {
+        let proxy = ServerProxy::new(
+            ctx.client.clone(),
+            &ns,
+            &service.name_any(),
+            &password,
+            &workspace,
+        );
+        match proxy.health().await {
+            Ok(h) if h.healthy => Verdict::new(
+                "ServerHealthy",
+                true,
+                "Healthy",
+                format!("OpenCode {} answers /global/health", h.version),
+            ),
+            Ok(h) => Verdict::new(
+                "ServerHealthy",
+                false,
+                "Unhealthy",
+                format!("OpenCode {} reports unhealthy", h.version),
+            ),
+            Err(ProxyError::Unauthorized) => Verdict::new(
+                "ServerHealthy",
+                false,
+                "Unauthorized",
+                format!("the server refused the password from Secret {name}-server-auth"),
+            ),
+            Err(e) => Verdict::new(
+                "ServerHealthy",
+                false,
+                "Unreachable",
+                format!("health check through the service proxy failed: {e}"),
+            ),
+        }
+    };
+    let ready = server_ready.ok && server_healthy.ok;
+    let (ready_reason, ready_message) = if ready {
+        (
+            "ServerHealthy",
+            "the OpenCode server is available and healthy".to_string(),
+        )
+    } else if suspended {
+        ("Suspended", server_ready.message.clone())
+    } else if server_ready.ok {
+        ("ServerUnhealthy", server_healthy.message.clone())
+    } else {
+        ("ServerNotReady", server_ready.message.clone())
+    };
+    let mut verdicts = vec![
+        server_ready.clone(),
+        server_healthy,
+        Verdict::new("Ready", ready, ready_reason, ready_message),
+    ];
+    let unsupported = server_pod::unsupported(&spec);
+    if !unsupported.is_empty() {
+        verdicts.push(Verdict::new(
+            "Unsupported",
+            true,
+            "FieldsIgnored",
+            format!("kubeoc does not support yet: {}", unsupported.join("; ")),
+        ));
+    }
+    let phase = if suspended {
+        AgentPhase::Suspended
+    } else if ready {
+        AgentPhase::Ready
+    } else if server_ready.ok {
+        AgentPhase::Degraded
+    } else {
+        AgentPhase::NotReady
+    };
+    let port = server_pod::server_port(&spec);
+    let existing_conditions = existing.conditions.clone().unwrap_or_default();
+    let status = AgentStatus {
+        observed_generation: Some(generation),
+        phase: Some(phase),
+        ready: Some(ready),
+        suspended: Some(suspended),
+        deployment_name: deployment.metadata.name.clone(),
+        service_name: service.metadata.name.clone(),
+        url: Some(server_pod::service_url(
+            &name,
+            &ns,
+            port,
+            &ctx.settings.cluster_domain,
+        )),
+        conditions: Some(conditions(&existing_conditions, &verdicts, generation)),
+        ..existing.clone()
+    };
+    write_status(&ctx, &agent, status).await?;
+    Ok(if ready || suspended {
+        Action::requeue(Duration::from_secs(60))
+    } else {
+        Action::requeue(Duration::from_secs(3))
+    })
+}
+
+/// Server-side applies `.status` when it differs from what the Agent already has.
+async fn write_status(
+    ctx: &Context,
+    agent: &Agent,
+    status: AgentStatus,
+) -> Result<(), ReconcileError> {
+    if agent.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let ns = agent.namespace().unwrap_or_default();
+    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Agent", "status": status});
+    api.patch_status(
+        &agent.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "writing status of Agent {ns}/{}",
+        agent.name_any()
+    )))?;
+    Ok(())
+}
+
+/// Retry failed reconciles after a short delay.
+pub fn error_policy(agent: Arc<Agent>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        agent.namespace().unwrap_or_default(),
+        agent.name_any()
+    );
+    tracing::warn!(agent = %key, "reconcile failed: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_keep_transition_times_until_status_flips() {
+        let first = conditions(
+            &[],
+            &[Verdict::new(
+                "ServerReady",
+                false,
+                "DeploymentUnavailable",
+                "0/1",
+            )],
+            1,
+        );
+        let again = conditions(
+            &first,
+            &[Verdict::new(
+                "ServerReady",
+                false,
+                "DeploymentUnavailable",
+                "0/1",
+            )],
+            1,
+        );
+        assert_eq!(
+            first, again,
+            "an unchanged verdict renders the same condition"
+        );
+        let flipped = conditions(
+            &first,
+            &[Verdict::new(
+                "ServerReady",
+                true,
+                "DeploymentAvailable",
+                "1/1",
+            )],
+            1,
+        );
+        assert_eq!(flipped[0].status, "True");
+        assert!(flipped[0].last_transition_time.0 >= first[0].last_transition_time.0);
+    }
+
+    #[test]
+    fn passwords_are_long_and_distinct() {
+        let a = new_password().expect("random");
+        let b = new_password().expect("random");
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,138 @@
+//! `controller run`: the reconcilers in one process, behind leader election, stopping cleanly
+//! on Ctrl-C (in-flight reconciles finish, the Lease is released).
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
+use super::server_pod::BuildSettings;
+use super::{agent, server_pod};
+use crate::api::Agent;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: BuildSettings,
+}
+
+/// Options of `controller run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Watch one namespace; `None` watches all.
+    pub namespace: Option<String>,
+    pub leader_elect: bool,
+    /// Namespace of the Lease (and of upstream's, which we refuse to run beside).
+    pub lease_namespace: String,
+    pub ignore_upstream_lease: bool,
+}
+
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until Ctrl-C (or lost leadership, which is an error: the process should restart).
+pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("interrupted: finishing in-flight reconciles");
+            let _ = stop_tx.send(true);
+        }
+    });
+
+    let elector = LeaderElector::new(client.clone(), &options.lease_namespace, identity());
+    let (leading_tx, mut leading_rx) = watch::channel(!options.leader_elect);
+    let election = if options.leader_elect {
+        if !options.ignore_upstream_lease
+            && let Some(holder) = elector
+                .check_upstream()
+                .await
+                .context("reading upstream's leader Lease")?
+        {
+            bail!(
+                "upstream's KubeOpenCode controller holds Lease {}/{UPSTREAM_LEASE_NAME} (holder {holder:?}); \
+                 two controllers would fight over the same Agents. Stop it, or pass --ignore-upstream-lease",
+                options.lease_namespace
+            );
+        }
+        let elector = Arc::new(elector);
+        let task = {
+            let (elector, stop) = (elector.clone(), stop_rx.clone());
+            tokio::spawn(async move { elector.run(leading_tx, stop).await })
+        };
+        tracing::info!(identity = %elector.identity(), lease = %format!("{}/{}", options.lease_namespace, super::leader::LEASE_NAME), "waiting for leadership");
+        let mut stop = stop_rx.clone();
+        while !*leading_rx.borrow_and_update() {
+            tokio::select! {
+                changed = leading_rx.changed() => changed.context("leader election stopped")?,
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        Some((elector, task))
+    } else {
+        None
+    };
+    tracing::info!("leading: starting the reconcilers");
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: server_pod::BuildSettings::default(),
+    });
+    let ns = options.namespace.clone();
+    let shutdown = {
+        let (mut stop, mut leading) = (stop_rx.clone(), leading_rx.clone());
+        async move {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => {}
+            }
+        }
+    };
+    Controller::new(api::<Agent>(&client, &ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, &ns), watcher::Config::default())
+        .owns(api::<Service>(&client, &ns), watcher::Config::default())
+        .owns(api::<PersistentVolumeClaim>(&client, &ns), watcher::Config::default())
+        .owns(api::<Secret>(&client, &ns), watcher::Config::default())
+        .owns(api::<ConfigMap>(&client, &ns), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(agent::reconcile, agent::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(agent = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
+                Err(err) => tracing::debug!("reconcile error: {err}"),
+            }
+        })
+        .await;
+
+    let lost = options.leader_elect && !*leading_rx.borrow() && !*stop_rx.borrow();
+    if let Some((elector, task)) = election {
+        task.abort();
+        elector.release().await;
+    }
+    if lost {
+        bail!("lost the leader Lease to another controller; stopped reconciling");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
