@@ -4,7 +4,6 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
-pub mod controller;
 pub mod duration;
 pub mod error;
 pub mod opencode;

@@ -80,39 +80,6 @@ fn ensure_mountpoint(mount: &Mount, at: &Path) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mount(source: &str, target: &str) -> Mount {
-        Mount {
-            source: source.into(),
-            target: target.into(),
-            read_only: false,
-        }
-    }
-
-    #[test]
-    fn nested_mountpoints_are_created_inside_the_covering_volume() {
-        let earlier = [
-            mount("/pods/u/volumes/ws", "/workspace"),
-            mount("/pods/u/volumes/tools", "/tools"),
-        ];
-        assert_eq!(
-            mountpoint_on_disk(&earlier, Path::new("/workspace/code")),
-            PathBuf::from("/pods/u/volumes/ws/code")
-        );
-        assert_eq!(
-            mountpoint_on_disk(&earlier, Path::new("/workspace2")),
-            PathBuf::from("/workspace2")
-        );
-        assert_eq!(
-            mountpoint_on_disk(&earlier, Path::new("/data/sessions")),
-            PathBuf::from("/data/sessions")
-        );
-    }
-}
-
 /// Returns -1 as an io::Error with errno, for use in `pre_exec`.
 fn check(ret: libc::c_int) -> std::io::Result<()> {
     if ret == -1 {
@@ -290,4 +257,37 @@ pub fn cgroup_rss_bytes(cgroup: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(source: &str, target: &str) -> Mount {
+        Mount {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn nested_mountpoints_are_created_inside_the_covering_volume() {
+        let earlier = [
+            mount("/pods/u/volumes/ws", "/workspace"),
+            mount("/pods/u/volumes/tools", "/tools"),
+        ];
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/workspace/code")),
+            PathBuf::from("/pods/u/volumes/ws/code")
+        );
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/workspace2")),
+            PathBuf::from("/workspace2")
+        );
+        assert_eq!(
+            mountpoint_on_disk(&earlier, Path::new("/data/sessions")),
+            PathBuf::from("/data/sessions")
+        );
+    }
 }
