@@ -28,8 +28,16 @@ pub struct RunArgs {
 
 pub async fn run_command(cluster: &ClusterArgs, command: ControllerCommand) -> anyhow::Result<()> {
     let ControllerCommand::Run(args) = command;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    // An empty RUST_LOG counts as unset: it would otherwise silence everything. (Targets match
+    // by prefix: "kube=warn" would also quiet "kubeoc".)
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = tracing_subscriber::EnvFilter::new(
+        directives
+            .as_deref()
+            .unwrap_or("info,kube_client=warn,kube_runtime=warn"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -43,7 +51,7 @@ pub async fn run_command(cluster: &ClusterArgs, command: ControllerCommand) -> a
             )
             .init();
     }
-    let connected = cluster.connect().await?;
+    let connected = cluster.connect_as("kubeoc-controller").await?;
     let namespace = cluster
         .namespace
         .clone()

@@ -88,9 +88,19 @@ impl ClusterArgs {
         Ok(config)
     }
 
-    /// Connects with [`ClusterArgs::config`].
+    /// Connects with [`ClusterArgs::config`], as `kubectl-kubeoc/<version>`.
     pub async fn connect(&self) -> Result<Cluster> {
-        let config = self.config().await?;
+        self.connect_as("kubectl-kubeoc").await
+    }
+
+    /// Connects with a User-Agent of its own (`<agent>/<version>`), so the apiserver's audit
+    /// log tells the CLI and the controller apart.
+    pub async fn connect_as(&self, agent: &str) -> Result<Cluster> {
+        let mut config = self.config().await?;
+        let user_agent = format!("{agent}/v{}", env!("CARGO_PKG_VERSION"));
+        let value = http::HeaderValue::from_str(&user_agent)
+            .map_err(|e| Error::InvalidArgument(format!("user agent {user_agent:?}: {e}")))?;
+        config.headers.push((http::header::USER_AGENT, value));
         let namespace = config.default_namespace.clone();
         let client = kube::Client::try_from(config)
             .map_err(|e| Error::kube("cannot create a Kubernetes client", e))?;

@@ -146,6 +146,20 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = object.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&K::DynamicType::default()).to_string();
+    // A no-op apply is still a write request: skip it when the live object already has every
+    // field we would set, so a steady cluster sees no writes from us.
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading {kind} {ns}/{name}")))?;
+    if let Some(live) = live {
+        let (desired, current) = (serde_json::to_value(object), serde_json::to_value(&live));
+        if let (Ok(desired), Ok(current)) = (desired, current)
+            && contains(&current, &desired)
+        {
+            return Ok(live);
+        }
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -153,6 +167,21 @@ where
     )
     .await
     .map_err(kube_err(format!("applying {kind} {ns}/{name}")))
+}
+
+/// Whether `live` has every field of `desired` with the same value (server defaults and fields
+/// of other managers may add more). Lists must match element by element.
+fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
 }
 
 fn deployment_available(deployment: &Deployment) -> (bool, String) {
@@ -457,6 +486,18 @@ mod tests {
         );
         assert_eq!(flipped[0].status, "True");
         assert!(flipped[0].last_transition_time.0 >= first[0].last_transition_time.0);
+    }
+
+    #[test]
+    fn contains_accepts_server_defaults_and_rejects_changes() {
+        let desired = json!({"spec": {"replicas": 1, "ports": [{"name": "http", "port": 4096}]}});
+        let live = json!({"spec": {"replicas": 1, "revisionHistoryLimit": 10,
+            "ports": [{"name": "http", "port": 4096, "protocol": "TCP"}]}, "status": {}});
+        assert!(contains(&live, &desired));
+        let changed = json!({"spec": {"replicas": 0, "ports": [{"name": "http", "port": 4096}]}});
+        assert!(!contains(&live, &changed));
+        let extra_port = json!({"spec": {"replicas": 1, "ports": [{"name": "http", "port": 4096}, {"name": "x", "port": 1}]}});
+        assert!(!contains(&live, &extra_port));
     }
 
     #[test]

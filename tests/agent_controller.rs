@@ -1,0 +1,519 @@
+//! The Agent controller against the testbed: the seed's team-agent becomes Ready with a real,
+//! authenticated, health-checked OpenCode server, and the controller behaves at steady state,
+//! on edits, on deletion and across a leader failover.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use kubeoc::api::Agent;
+use kubeoc::cluster::install;
+use kubeoc_testbed::{
+    TestNamespace, admin_client, kubeconfig_path, opencode_auth_token, service_proxy_get,
+    state_dir, wait_until,
+};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
+const WAIT: Duration = Duration::from_secs(180);
+
+/// A `controller run` process, killed when dropped; its log goes to a file the test reads.
+struct Controller {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    async fn start(namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let log =
+            std::env::temp_dir().join(format!("kubeoc-controller-{namespace}-{}.log", extra.len()));
+        let file = std::fs::File::create(&log)?;
+        let kubeconfig = kubeconfig_path();
+        let mut args = vec![
+            "--kubeconfig",
+            kubeconfig.to_str().context("kubeconfig path")?,
+            "-n",
+            namespace,
+            "controller",
+            "run",
+        ];
+        args.extend_from_slice(extra);
+        let child = tokio::process::Command::new(BINARY)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child, log })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt as _;
+    let kubeconfig = kubeconfig_path();
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// A Git repository on the host for the Agent's Git context, owned by the pods' uid (git
+/// refuses repositories of other owners).
+fn local_repository(name: &str) -> anyhow::Result<String> {
+    let dir = state_dir().join("git").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.email=test@kubeoc.dev",
+                "-c",
+                "user.name=kubeoc-test",
+                "-C",
+            ])
+            .arg(&dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(status.success(), "git {args:?} failed");
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    std::fs::write(dir.join("README.md"), "# team repo\n")?;
+    git(&["add", "."])?;
+    git(&["commit", "-q", "-m", "init"])?;
+    std::process::Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(&dir)
+        .status()?;
+    Ok(format!("file://{}", dir.display()))
+}
+
+/// The seed's Agent, unchanged but for its Git repository (the seed's is a placeholder).
+fn seed_agent(repository: &str) -> anyhow::Result<String> {
+    let path = kubeoc_testbed::repo_root().join("../shared/seed/team-agent.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let placeholder = "https://github.com/your-org/your-repo.git";
+    ensure!(text.contains(placeholder), "the seed's repository changed");
+    Ok(text.replace(placeholder, repository))
+}
+
+async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+    install::apply(client).await?;
+    install::wait_established(client, Duration::from_secs(60)).await?;
+    let ns = TestNamespace::create(client, prefix).await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "serviceaccount",
+            "kubeopencode-agent",
+        ],
+        None,
+    )
+    .await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "secret",
+            "generic",
+            "ai-credentials",
+            "--from-literal=api-key=sk-seed-credential-7d1c",
+        ],
+        None,
+    )
+    .await?;
+    let repo = local_repository(&ns.name)?;
+    kubectl(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        Some(&seed_agent(&repo)?),
+    )
+    .await?;
+    Ok(ns)
+}
+
+fn condition<'a>(
+    agent: &'a Agent,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    agent
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+async fn ready_agent(agents: &Api<Agent>, name: &str) -> anyhow::Result<Agent> {
+    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
+        let agent = agents.get(name).await?;
+        let ready = agent.status.as_ref().and_then(|s| s.ready) == Some(true)
+            && agent.status.as_ref().and_then(|s| s.observed_generation)
+                == agent.metadata.generation;
+        Ok(ready.then_some(agent))
+    })
+    .await
+}
+
+/// Audit log entries (verb, userAgent, requestURI) written after `offset` bytes.
+fn audit_entries_since(offset: u64) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read(state_dir().join("logs/audit.log"))?;
+    let tail = text.get(offset as usize..).unwrap_or_default();
+    Ok(String::from_utf8_lossy(tail)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn audit_size() -> u64 {
+    std::fs::metadata(state_dir().join("logs/audit.log"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = prepare(&client, "agent-seed").await?;
+    let n = ns.name.clone();
+    let applied = Instant::now();
+    let controller = Controller::start(&n, &["--leader-elect=false"]).await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    let agent = ready_agent(&agents, "team-agent")
+        .await
+        .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    println!("team-agent: apply to Ready in {:?}", applied.elapsed());
+
+    // Conditions: ServerReady and ServerHealthy with the real OpenCode version.
+    let server_ready = condition(&agent, "ServerReady").context("no ServerReady")?;
+    assert_eq!(server_ready.status, "True");
+    let healthy = condition(&agent, "ServerHealthy").context("no ServerHealthy")?;
+    assert_eq!(healthy.status, "True");
+    assert!(healthy.message.contains("1.18.33"), "{}", healthy.message);
+    let status = agent.status.clone().context("no status")?;
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://team-agent.{n}.svc.cluster.local:4096").as_str())
+    );
+    let wide = kubectl(
+        &["-n", &n, "get", "agent", "team-agent", "-o", "wide"],
+        None,
+    )
+    .await?;
+    assert!(
+        wide.contains("Ready")
+            && wide.contains("team-agent.")
+            && wide.contains("Team development agent"),
+        "{wide}"
+    );
+
+    // The Git context was cloned where the seed asked: <workspaceDir>/code.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
+    let pod = pods
+        .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("no server pod")?;
+    let init = pods
+        .logs(
+            &pod.name_any(),
+            &kube::api::LogParams {
+                container: Some("git-init-0".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert!(init.contains("init"), "git-init log: {init}");
+
+    // The password: required by the server, and never shown anywhere.
+    let (code, _) = service_proxy_get(&client, &n, "team-agent:http", "/global/health").await?;
+    assert_eq!(
+        code, 401,
+        "the server must refuse requests without the password"
+    );
+    let secret = Api::<Secret>::namespaced(client.clone(), &n)
+        .get("team-agent-server-auth")
+        .await?;
+    let password = secret
+        .data
+        .and_then(|d| {
+            d.get("password")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .context("no password")?;
+    let (code, body) = service_proxy_get(
+        &client,
+        &n,
+        "team-agent:http",
+        &format!(
+            "/global/health?auth_token={}",
+            opencode_auth_token(&password)
+        ),
+    )
+    .await?;
+    assert_eq!(code, 200, "{body}");
+    let events = kubectl(&["-n", &n, "get", "events", "-o", "json"], None).await?;
+    let agent_json = serde_json::to_string(&agents.get("team-agent").await?)?;
+    for (what, text) in [
+        ("controller log", controller.log()),
+        ("events", events),
+        ("Agent object", agent_json),
+        ("get -o wide", wide),
+    ] {
+        assert!(
+            !text.contains(&password),
+            "the server password appears in the {what}"
+        );
+    }
+
+    // Session persistence: a session created through the proxy outlives the server pod.
+    let query = format!(
+        "directory=/workspace&auth_token={}",
+        opencode_auth_token(&password)
+    );
+    let created = client
+        .request_text(
+            http::Request::post(format!(
+                "/api/v1/namespaces/{n}/services/team-agent:http/proxy/session?{query}"
+            ))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&json!({"title": "survives restarts"}))?)?,
+        )
+        .await?;
+    let session: Value = serde_json::from_str(&created)?;
+    let session_id = session["id"]
+        .as_str()
+        .context("session without id")?
+        .to_string();
+
+    // Steady state: no writes from the controller while nothing changes.
+    let window_start = audit_size();
+    let window = Duration::from_secs(60);
+    tokio::time::sleep(window).await;
+    let writes: Vec<String> = audit_entries_since(window_start)?
+        .into_iter()
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("kubeoc-controller/"))
+        })
+        // Other tests run controllers of their own in their namespaces.
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .is_some_and(|uri| uri.contains(&format!("/namespaces/{n}/")))
+        })
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect();
+    println!(
+        "controller writes in {window:?} of steady state: {}",
+        writes.len()
+    );
+    assert!(
+        writes.is_empty(),
+        "the controller wrote while nothing changed: {writes:?}"
+    );
+
+    pods.delete(&pod.name_any(), &DeleteParams::default())
+        .await?;
+    wait_until("a new Ready server pod", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .any(|p| {
+                p.uid() != pod.uid()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .then_some(()))
+    })
+    .await?;
+    let listed = wait_until("the session listed by the new server", WAIT, || async {
+        let (code, body) =
+            service_proxy_get(&client, &n, "team-agent:http", &format!("/session?{query}")).await?;
+        Ok((code == 200 && body.contains(&session_id)).then_some(body))
+    })
+    .await?;
+    assert!(listed.contains("survives restarts"));
+
+    // An edit rolls the Deployment exactly once.
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &n);
+    let before = replica_sets
+        .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
+        .await?
+        .items
+        .len();
+    agents
+        .patch(
+            "team-agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podSpec": {"labels": {"edited": "once"}}}})),
+        )
+        .await?;
+    ready_agent(&agents, "team-agent").await?;
+    let after = replica_sets
+        .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
+        .await?
+        .items
+        .len();
+    assert_eq!(after, before + 1, "one edit, one new ReplicaSet");
+
+    // Deleting the Agent removes every child (owner references, garbage collection).
+    agents
+        .delete("team-agent", &DeleteParams::foreground())
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
+    wait_until("the Agent's children to be gone", WAIT, || async {
+        let left = deployments
+            .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
+            .await?
+            .items
+            .len()
+            + Api::<Secret>::namespaced(client.clone(), &n)
+                .get_opt("team-agent-server-auth")
+                .await?
+                .map_or(0, |_| 1)
+            + Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &n)
+                .get_opt("team-agent")
+                .await?
+                .map_or(0, |_| 1)
+            + Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+                client.clone(),
+                &n,
+            )
+            .get_opt("team-agent-server-sessions")
+            .await?
+            .map_or(0, |_| 1);
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    drop(controller);
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn a_second_controller_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = prepare(&client, "agent-leader").await?;
+    let n = ns.name.clone();
+    // The Lease lives in the test namespace so this test does not fight other controllers.
+    let lease_args = ["--lease-namespace", n.as_str()];
+    let first = Controller::start(&n, &lease_args).await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &n);
+    let holder = wait_until("a leader", WAIT, || async {
+        Ok(leases
+            .get_opt("kubeoc-controller")
+            .await?
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty()))
+    })
+    .await?;
+    let second = Controller::start(
+        &n,
+        &["--lease-namespace", n.as_str(), "--log-format", "json"],
+    )
+    .await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    ready_agent(&agents, "team-agent").await?;
+
+    let (leader, follower) = if holder.ends_with(&format!("-{}", first.pid().context("no pid")?)) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(
+        !follower.log().contains("starting the reconcilers"),
+        "only the leader reconciles:\n{}",
+        follower.log()
+    );
+    let leader_pid = leader.pid().context("no pid")?;
+    // SIGKILL: no chance to release the Lease.
+    std::process::Command::new("kill")
+        .args(["-9", &leader_pid.to_string()])
+        .status()?;
+    let killed = Instant::now();
+    let new_holder = wait_until(
+        "the follower to take the Lease",
+        Duration::from_secs(20),
+        || async {
+            Ok(leases
+                .get_opt("kubeoc-controller")
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .filter(|h| !h.is_empty() && *h != holder))
+        },
+    )
+    .await?;
+    println!(
+        "leader failover in {:?} (new holder {new_holder})",
+        killed.elapsed()
+    );
+    assert!(new_holder.ends_with(&format!("-{}", follower.pid().context("no pid")?)));
+    wait_until(
+        "the follower to start reconciling",
+        Duration::from_secs(20),
+        || async {
+            Ok(follower
+                .log()
+                .contains("starting the reconcilers")
+                .then_some(()))
+        },
+    )
+    .await?;
+    let agent = agents.get("team-agent").await?;
+    assert_eq!(
+        agent.status.and_then(|s| s.ready),
+        Some(true),
+        "the Agent stays Ready across the failover"
+    );
+    drop((leader, follower));
+    ns.delete().await
+}
