@@ -6,6 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 # The node agent first, with SIGINT: it stops every pod it runs.
+stop_component kubeoc-controller INT
 stop_component kubeoc-model
 stop_component kubeoc-node INT
 # Whatever pod processes survived it (a node agent killed hard) go with their cgroups.

@@ -1,46 +1,77 @@
 #!/usr/bin/env bash
-# The demo, as far as kubeoc goes so far: the testbed up, the plugin talking to it, and a real
-# OpenCode server on the testbed answering a prompt, reached through the apiserver service proxy.
+# The demo: the testbed up, kubeoc installed, the controller running in-process, the seed's
+# team-agent Ready with a real OpenCode server, and a prompt answered through the apiserver
+# service proxy.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 plugin="$repo_root/target/release/kubectl-kubeoc"
 [ -x "$plugin" ] || die "no $plugin (run: make build)"
 export KUBECONFIG="$kubeconfig"
-ns=kubeoc-demo
+ns=kubeopencode-system
 
 say "kubectl kubeoc version"
 "$plugin" version
 
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-# A fresh run each time: the one-shot client pod cannot be updated in place.
-kubectl -n "$ns" delete pod asker --ignore-not-found --wait=true >/dev/null
-manifest="$testbed_root/manifests/opencode-server.yaml"
-say "applying the OpenCode server from testbed/manifests/opencode-server.yaml"
-kubectl -n "$ns" apply -f "$manifest" -l 'kubeoc.dev/role!=client' >/dev/null
+say "kubectl kubeoc install"
+"$plugin" install
+
+# The controller keeps running after the demo (make cluster-down stops it).
+if pid_alive kubeoc-controller && [ "$plugin" -nt "$run_dir/kubeoc-controller.pid" ]; then
+  stop_component kubeoc-controller INT
+fi
+if ! pid_alive kubeoc-controller; then
+  say "starting kubectl kubeoc controller run (log: .testbed/logs/kubeoc-controller.log)"
+  setsid "$plugin" controller run >>"$log_dir/kubeoc-controller.log" 2>&1 </dev/null &
+  echo $! >"$run_dir/kubeoc-controller.pid"
+fi
+
+# The seed's Agent needs its credential Secret and a Git repository: a local one stands in
+# for the seed's placeholder (owned by the pods' uid, as git requires).
+kubectl -n "$ns" create secret generic ai-credentials --from-literal=api-key=demo-not-a-real-key \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+repo="$state_dir/git/team-repo"
+if [ ! -d "$repo/.git" ]; then
+  mkdir -p "$repo"
+  git -C "$repo" init -q -b main
+  printf '# team repo\n\nThe code the team-agent works on.\n' >"$repo/README.md"
+  git -C "$repo" add . && git -C "$repo" -c user.email=demo@kubeoc.dev -c user.name=demo commit -qm init
+  chown -R 1000:1000 "$repo"
+fi
+say "applying the seed's team-agent (../shared/seed/team-agent.yaml, repository -> $repo)"
+sed "s#https://github.com/your-org/your-repo.git#file://$repo#" "$repo_root/../shared/seed/team-agent.yaml" |
+  kubectl -n "$ns" apply -f - >/dev/null
+# The testbed's only model is the stub on the bridge: give the Agent an inline opencode.json.
+kubectl -n "$ns" patch agent team-agent --type merge -p "{\"spec\":{\"config\":{
+  \"provider\":{\"stub\":{\"npm\":\"@ai-sdk/openai-compatible\",
+  \"options\":{\"baseURL\":\"http://$model_addr/v1\",\"apiKey\":\"x\"},\"models\":{\"stub-model\":{}}}},
+  \"model\":\"stub/stub-model\"}}}" >/dev/null
+
 start=$(date +%s)
-kubectl -n "$ns" rollout status deployment/oc-server --timeout=180s
-say "OpenCode server available in $(( $(date +%s) - start ))s"
+say "waiting for team-agent to be Ready (Deployment available and /global/health answered)"
+kubectl -n "$ns" wait agent/team-agent --for=jsonpath='{.status.ready}'=true --timeout=240s >/dev/null
+say "team-agent Ready in $(( $(date +%s) - start ))s"
+kubectl -n "$ns" get agent team-agent -o wide
+kubectl -n "$ns" get agent team-agent -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.message}){"\n"}{end}'
 
-password=$(kubectl -n "$ns" get secret server-auth -o jsonpath='{.data.password}' | base64 -d)
+# Until Tasks land, ask the server directly through the service proxy, as a Task will.
+password=$(kubectl -n "$ns" get secret team-agent-server-auth -o jsonpath='{.data.password}' | base64 -d)
 token=$(printf 'opencode:%s' "$password" | base64 -w0 | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
-proxy="/api/v1/namespaces/$ns/services/oc:http/proxy"
-say "health through the apiserver service proxy: GET $proxy/global/health"
-kubectl get --raw "$proxy/global/health?auth_token=$token"
-echo
-
-say "a client pod asks the server by its Service name (opencode run --attach)"
-kubectl -n "$ns" apply -f "$manifest" -l kubeoc.dev/role=client >/dev/null
-kubectl -n "$ns" wait pod/asker --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s >/dev/null
-session=$(kubectl get --raw "$proxy/session?directory=/workspace&auth_token=$token" |
-  jq -r '[.[] | select(.title == "testbed-ask")][0].id')
-say "the answer, read through the service proxy from session $session:"
-kubectl get --raw "$proxy/session/$session/message?directory=/workspace&auth_token=$token" |
-  jq -r '[.[] | select(.info.role == "assistant") | .parts[] | select(.type == "text") | .text] | join("")'
+proxy="/api/v1/namespaces/$ns/services/team-agent:http/proxy"
+query="directory=/workspace&auth_token=$token"
+body=$(mktemp)
+trap 'rm -f "$body"' EXIT
+echo '{"title":"make demo"}' >"$body"
+session=$(kubectl create --raw "$proxy/session?$query" -f "$body" | jq -r .id)
+echo '{"parts":[{"type":"text","text":"[[reply:Hello from the team-agent, running on the testbed.]]"}]}' >"$body"
+say "prompt sent to session $session through the apiserver service proxy; the answer:"
+kubectl create --raw "$proxy/session/$session/message?$query" -f "$body" |
+  jq -r '[.parts[] | select(.type == "text") | .text] | join("")'
 
 cat <<MSG
 
-Next: point kubectl at the testbed with
+Next:
   export KUBECONFIG=$kubeconfig
-  kubectl -n $ns get pods -o wide
+  kubectl get agents -A -o wide
+  kubectl kubeoc agent attach team-agent -n $ns   # the chat terminal: coming with the attach issue
 MSG
