@@ -94,7 +94,7 @@ async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
 /// A Git repository on the host for the Agent's Git context, owned by the pods' uid (git
 /// refuses repositories of other owners).
 fn local_repository(name: &str) -> anyhow::Result<String> {
-    let dir = state_dir().join("git").join(name);
+    let dir = kubeoc_testbed::git_repos_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let git = |args: &[&str]| -> anyhow::Result<()> {

@@ -30,7 +30,8 @@ fi
 # for the seed's placeholder (owned by the pods' uid, as git requires).
 kubectl -n "$ns" create secret generic ai-credentials --from-literal=api-key=demo-not-a-real-key \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-repo="$state_dir/git/team-repo"
+# Outside the clone and /tmp: every container has a private /tmp.
+repo=/var/lib/kubeoc-testbed/git/team-repo
 if [ ! -d "$repo/.git" ]; then
   mkdir -p "$repo"
   git -C "$repo" init -q -b main

@@ -28,6 +28,12 @@ pub fn state_dir() -> PathBuf {
     repo_root().join(".testbed")
 }
 
+/// Where tests and the demo keep Git repositories that pods clone. Outside the clone and
+/// outside /tmp: every container gets a private /tmp, and a clone may live under /tmp.
+pub fn git_repos_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kubeoc-testbed/git")
+}
+
 /// The admin kubeconfig written by `make cluster-up`.
 pub fn kubeconfig_path() -> PathBuf {
     state_dir().join("kubeconfig")
