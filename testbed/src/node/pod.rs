@@ -562,25 +562,6 @@ async fn launch_spec(
             read_only: true,
         });
     }
-    // Each container has a /tmp of its own, as its image's root filesystem would give it.
-    if !mounts.iter().any(|m| m.target == Path::new("/tmp")) {
-        let tmp = worker.dir.join("tmp").join(&container.name);
-        std::fs::create_dir_all(&tmp)
-            .and_then(|()| {
-                std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-            })
-            .map_err(|e| {
-                config_error(format!(
-                    "creating /tmp for container {:?}: {e}",
-                    container.name
-                ))
-            })?;
-        mounts.push(Mount {
-            source: tmp,
-            target: PathBuf::from("/tmp"),
-            read_only: false,
-        });
-    }
     for file in ["hosts", "resolv.conf"] {
         let target = PathBuf::from("/etc").join(file);
         if !mounts.iter().any(|m| m.target == target) {

@@ -6,7 +6,6 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -110,28 +109,10 @@ pub fn spawn(spec: &LaunchSpec) -> anyhow::Result<tokio::process::Child> {
 
     // Everything the child needs is prepared here: between fork and exec it may only make
     // system calls (the parent is multi-threaded, so no allocation there).
-    // Sources are opened now and mounted through /proc/self/fd: once the container's private
-    // /tmp is mounted, a source path under the host's /tmp (a clone in /tmp) would resolve
-    // inside the new mount instead.
-    let sources: Vec<File> = spec
-        .mounts
-        .iter()
-        .map(|m| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH)
-                .open(&m.source)
-                .with_context(|| format!("opening volume source {}", m.source.display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
     let mounts: Vec<(CString, CString, bool)> = spec
         .mounts
         .iter()
-        .zip(&sources)
-        .map(|(m, fd)| {
-            let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-            Ok((cstring(&source)?, cstring(&m.target)?, m.read_only))
-        })
+        .map(|m| Ok((cstring(&m.source)?, cstring(&m.target)?, m.read_only)))
         .collect::<anyhow::Result<_>>()?;
     let working_dir = spec
         .working_dir
@@ -206,7 +187,7 @@ pub fn spawn(spec: &LaunchSpec) -> anyhow::Result<tokio::process::Child> {
         .with_context(|| {
             format!("starting {program:?} (it must exist on the host; joining the pod's namespaces, mounting volumes, switching user or entering the working directory can fail too)")
         })?;
-    drop((netns, cgroup_procs, sources));
+    drop((netns, cgroup_procs));
     Ok(child)
 }
 
