@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KUBECONFIG_TESTBED := $(CURDIR)/.testbed/kubeconfig
 
-.PHONY: help build test unit-test integration-test lint demo cluster-up cluster-down testbed-bins bench
+.PHONY: help build test unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ testbed-bins: ## build etcd and the Kubernetes control plane from Go modules (ca
 
 cluster-up: ## start the local testbed cluster (idempotent)
 	bash testbed/scripts/cluster-up.sh
+
+testbed-reload: ## restart the node agent and stub model on freshly built code
+	KUBEOC_TESTBED_RELOAD=1 bash testbed/scripts/cluster-up.sh
 
 cluster-down: ## stop the testbed processes; keeps binaries and data
 	bash testbed/scripts/cluster-down.sh

@@ -99,16 +99,15 @@ start kube-scheduler "$bin_dir/kube-scheduler" \
 
 wait_for "the default ServiceAccount" 120 admin_curl /api/v1/namespaces/default/serviceaccounts/default
 
-# Our node agent: rebuilt when its sources changed, restarted when its binary is newer.
+# Our node agent and stub model. A running cluster is reused as it is; after changing their
+# code, `make testbed-reload` (KUBEOC_TESTBED_RELOAD=1) restarts them on the new binary.
 node_bin="$repo_root/target/debug/kubeoc-testbed"
 say "building the node agent (cargo build -p kubeoc-testbed)"
 (cd "$repo_root" && cargo build --quiet --locked -p kubeoc-testbed --bin kubeoc-testbed)
-for component in kubeoc-node:INT kubeoc-model:TERM; do
-  if pid_alive "${component%%:*}" && [ "$node_bin" -nt "$run_dir/${component%%:*}.pid" ]; then
-    say "testbed binary changed: restarting ${component%%:*}"
-    stop_component "${component%%:*}" "${component#*:}"
-  fi
-done
+if [ "${KUBEOC_TESTBED_RELOAD:-0}" = 1 ]; then
+  stop_component kubeoc-node INT
+  stop_component kubeoc-model TERM
+fi
 opencode_bin=$(bash "$testbed_root/scripts/opencode.sh")
 start kubeoc-node "$node_bin" node \
   --kubeconfig "$kubeconfig" --state-dir "$state_dir" \
