@@ -204,7 +204,8 @@ pub struct AgentSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra_ports: Option<Vec<ExtraPort>>,
     /// Persistent volumes for session history and for the workspace, so both survive Pod
-    /// restarts. Without it both live in emptyDirs.
+    /// restarts. kubeoc always creates the sessions PVC (1Gi unless set here); without
+    /// `workspace` the workspace is an emptyDir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceConfig>,
     /// When true the agent's Deployment is scaled to 0; volumes and the Service stay, and new
