@@ -109,39 +109,55 @@ pub(crate) fn field_value(path: &str, pod: &PodFacts) -> Result<String, String> 
     })
 }
 
-fn secret_value(
-    objects: &Objects,
-    ns: &str,
-    name: &str,
-    key: &str,
-    optional: bool,
-) -> Result<Option<String>, String> {
-    match objects.secrets.get(name).and_then(Option::as_ref) {
-        None if optional => Ok(None),
-        None => Err(format!("secret {name:?} not found")),
-        Some(data) => match data.get(key) {
-            Some(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
-            None if optional => Ok(None),
-            None => Err(format!("couldn't find key {key} in Secret {ns}/{name}")),
-        },
+/// The two kinds of object env can read keys from; the kubelet names them differently in
+/// its messages ("secret" / "Secret").
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Secret,
+    ConfigMap,
+}
+
+impl Objects {
+    /// The object's keys as text, `None` when it does not exist.
+    fn data(&self, store: Store, name: &str) -> Option<BTreeMap<String, String>> {
+        match store {
+            Store::Secret => self.secrets.get(name)?.as_ref().map(|d| {
+                d.iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect()
+            }),
+            Store::ConfigMap => self.config_maps.get(name)?.clone(),
+        }
     }
 }
 
-fn config_map_value(
+fn not_found(store: Store, name: &str) -> String {
+    match store {
+        Store::Secret => format!("secret {name:?} not found"),
+        Store::ConfigMap => format!("configmap {name:?} not found"),
+    }
+}
+
+/// One key of a Secret or ConfigMap, with the kubelet's messages when it is missing.
+fn key_value(
     objects: &Objects,
+    store: Store,
     ns: &str,
     name: &str,
     key: &str,
     optional: bool,
 ) -> Result<Option<String>, String> {
-    match objects.config_maps.get(name).and_then(Option::as_ref) {
+    let Some(data) = objects.data(store, name) else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(not_found(store, name))
+        };
+    };
+    match data.get(key) {
+        Some(value) => Ok(Some(value.clone())),
         None if optional => Ok(None),
-        None => Err(format!("configmap {name:?} not found")),
-        Some(data) => match data.get(key) {
-            Some(value) => Ok(Some(value.clone())),
-            None if optional => Ok(None),
-            None => Err(format!("couldn't find key {key} in ConfigMap {ns}/{name}")),
-        },
+        None => Err(format!("couldn't find key {key} in {store:?} {ns}/{name}")),
     }
 }
 
@@ -156,10 +172,24 @@ fn env_var_value(
     };
     let ns = &pod.namespace;
     if let Some(r) = &source.secret_key_ref {
-        return secret_value(objects, ns, &r.name, &r.key, r.optional.unwrap_or(false));
+        return key_value(
+            objects,
+            Store::Secret,
+            ns,
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        );
     }
     if let Some(r) = &source.config_map_key_ref {
-        return config_map_value(objects, ns, &r.name, &r.key, r.optional.unwrap_or(false));
+        return key_value(
+            objects,
+            Store::ConfigMap,
+            ns,
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        );
     }
     if let Some(r) = &source.field_ref {
         return field_value(&r.field_path, pod).map(Some);
@@ -190,23 +220,18 @@ pub fn resolve(
     }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or_default();
-        let entries: Vec<(String, String)> = if let Some(r) = &from.secret_ref {
-            match objects.secrets.get(&r.name).and_then(Option::as_ref) {
-                Some(data) => data
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                    .collect(),
-                None if r.optional.unwrap_or(false) => Vec::new(),
-                None => return Err(format!("secret {:?} not found", r.name)),
-            }
-        } else if let Some(r) = &from.config_map_ref {
-            match objects.config_maps.get(&r.name).and_then(Option::as_ref) {
-                Some(data) => data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                None if r.optional.unwrap_or(false) => Vec::new(),
-                None => return Err(format!("configmap {:?} not found", r.name)),
-            }
-        } else {
-            Vec::new()
+        let reference = match (&from.secret_ref, &from.config_map_ref) {
+            (Some(r), _) => Some((Store::Secret, &r.name, r.optional)),
+            (None, Some(r)) => Some((Store::ConfigMap, &r.name, r.optional)),
+            (None, None) => None,
+        };
+        let Some((store, name, optional)) = reference else {
+            continue;
+        };
+        let entries = match objects.data(store, name) {
+            Some(data) => data,
+            None if optional.unwrap_or(false) => BTreeMap::new(),
+            None => return Err(not_found(store, name)),
         };
         for (key, value) in entries {
             set(format!("{prefix}{key}"), value, &mut vars);

@@ -122,6 +122,13 @@ fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The objects whose keys become files.
+#[derive(Debug, Clone, Copy)]
+enum KeySource {
+    ConfigMap,
+    Secret,
+}
+
 /// Resolves the pod's volumes to host paths, writing files for the object-backed ones.
 pub struct VolumeBuilder<'a> {
     pub client: &'a kube::Client,
@@ -136,24 +143,36 @@ impl VolumeBuilder<'_> {
         &self.facts.namespace
     }
 
-    async fn config_map(&self, name: &str, optional: bool) -> anyhow::Result<Option<ConfigMap>> {
-        let cm = Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
-            .get_opt(name)
-            .await?;
-        if cm.is_none() && !optional {
-            bail!("configmap {name:?} not found");
+    /// The files a configMap or secret source projects: its keys (or just `items`) with
+    /// `mode`. A missing object is an error unless the source is optional.
+    async fn key_files(
+        &self,
+        kind: KeySource,
+        name: &str,
+        items: Option<&Vec<KeyToPath>>,
+        optional: Option<bool>,
+        mode: u32,
+    ) -> anyhow::Result<BTreeMap<String, (Vec<u8>, u32)>> {
+        let optional = optional.unwrap_or(false);
+        let data = match kind {
+            KeySource::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), self.ns())
+                .get_opt(name)
+                .await?
+                .map(|c| config_map_data(&c)),
+            KeySource::Secret => Api::<Secret>::namespaced(self.client.clone(), self.ns())
+                .get_opt(name)
+                .await?
+                .map(|s| secret_data(&s)),
+        };
+        let label = match kind {
+            KeySource::ConfigMap => format!("configmap {name:?}"),
+            KeySource::Secret => format!("secret {name:?}"),
+        };
+        match data {
+            Some(data) => select(&data, items, mode, &label, optional),
+            None if optional => Ok(BTreeMap::new()),
+            None => bail!("{label} not found"),
         }
-        Ok(cm)
-    }
-
-    async fn secret(&self, name: &str, optional: bool) -> anyhow::Result<Option<Secret>> {
-        let secret = Api::<Secret>::namespaced(self.client.clone(), self.ns())
-            .get_opt(name)
-            .await?;
-        if secret.is_none() && !optional {
-            bail!("secret {name:?} not found");
-        }
-        Ok(secret)
     }
 
     async fn token(
@@ -223,39 +242,31 @@ impl VolumeBuilder<'_> {
             return Ok(dir);
         }
         if let Some(source) = &volume.config_map {
-            let optional = source.optional.unwrap_or(false);
-            let data = self
-                .config_map(&source.name, optional)
-                .await?
-                .map(|c| config_map_data(&c))
-                .unwrap_or_default();
             let mode = source.default_mode.map_or(0o644, |m| m as u32);
-            let files = select(
-                &data,
-                source.items.as_ref(),
-                mode,
-                &format!("configmap {:?}", source.name),
-                optional,
-            )?;
+            let files = self
+                .key_files(
+                    KeySource::ConfigMap,
+                    &source.name,
+                    source.items.as_ref(),
+                    source.optional,
+                    mode,
+                )
+                .await?;
             write_files(&dir, &files, self.owner)?;
             return Ok(dir);
         }
         if let Some(source) = &volume.secret {
             let name = source.secret_name.clone().unwrap_or_default();
-            let optional = source.optional.unwrap_or(false);
-            let data = self
-                .secret(&name, optional)
-                .await?
-                .map(|s| secret_data(&s))
-                .unwrap_or_default();
             let mode = source.default_mode.map_or(0o644, |m| m as u32);
-            let files = select(
-                &data,
-                source.items.as_ref(),
-                mode,
-                &format!("secret {name:?}"),
-                optional,
-            )?;
+            let files = self
+                .key_files(
+                    KeySource::Secret,
+                    &name,
+                    source.items.as_ref(),
+                    source.optional,
+                    mode,
+                )
+                .await?;
             write_files(&dir, &files, self.owner)?;
             return Ok(dir);
         }
@@ -270,34 +281,24 @@ impl VolumeBuilder<'_> {
                     files.insert(token.path.clone(), (value.into_bytes(), mode));
                 }
                 if let Some(cm) = &source.config_map {
-                    let optional = cm.optional.unwrap_or(false);
-                    let data = self
-                        .config_map(&cm.name, optional)
-                        .await?
-                        .map(|c| config_map_data(&c))
-                        .unwrap_or_default();
-                    files.extend(select(
-                        &data,
-                        cm.items.as_ref(),
-                        mode,
-                        &format!("configmap {:?}", cm.name),
-                        optional,
-                    )?);
+                    let kind = KeySource::ConfigMap;
+                    files.extend(
+                        self.key_files(kind, &cm.name, cm.items.as_ref(), cm.optional, mode)
+                            .await?,
+                    );
                 }
                 if let Some(secret) = &source.secret {
-                    let optional = secret.optional.unwrap_or(false);
-                    let data = self
-                        .secret(&secret.name, optional)
-                        .await?
-                        .map(|s| secret_data(&s))
-                        .unwrap_or_default();
-                    files.extend(select(
-                        &data,
-                        secret.items.as_ref(),
-                        mode,
-                        &format!("secret {:?}", secret.name),
-                        optional,
-                    )?);
+                    let kind = KeySource::Secret;
+                    files.extend(
+                        self.key_files(
+                            kind,
+                            &secret.name,
+                            secret.items.as_ref(),
+                            secret.optional,
+                            mode,
+                        )
+                        .await?,
+                    );
                 }
                 if let Some(downward) = &source.downward_api {
                     files.extend(self.downward_files(downward.items.iter().flatten(), mode)?);
