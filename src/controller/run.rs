@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ use crate::api::Agent;
 pub struct Context {
     pub client: Client,
     pub settings: BuildSettings,
+    /// Publishes Events (on transitions only) as `kubeoc-controller`.
+    pub recorder: Recorder,
 }
 
 /// Options of `controller run`.
@@ -61,7 +64,8 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let elector = LeaderElector::new(client.clone(), &options.lease_namespace, identity());
+    let identity = identity();
+    let elector = LeaderElector::new(client.clone(), &options.lease_namespace, identity.clone());
     let (leading_tx, mut leading_rx) = watch::channel(!options.leader_elect);
     let election = if options.leader_elect {
         if !options.ignore_upstream_lease
@@ -98,6 +102,13 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: server_pod::BuildSettings::default(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: super::agent::FIELD_MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
     });
     let ns = options.namespace.clone();
     let shutdown = {
