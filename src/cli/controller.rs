@@ -1,6 +1,7 @@
 //! `kubectl kubeoc controller run`.
 
 use crate::cluster::{ClusterArgs, install};
+use crate::controller::metrics;
 use crate::controller::run::{RunOptions, run};
 
 #[derive(Debug, clap::Subcommand)]
@@ -21,6 +22,13 @@ pub struct RunArgs {
     /// Run even while upstream's KubeOpenCode controller holds its Lease.
     #[arg(long)]
     pub ignore_upstream_lease: bool,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT (:PORT for every
+    /// interface, port 0 for a free port, logged at startup); 0 disables the endpoint.
+    /// /healthz answers 200 while the process runs; /readyz answers 200 while it can do its
+    /// job (leading with synced reconcilers, or a standby waiting for the Lease) and 503
+    /// otherwise (starting, shutting down, or the API server unreachable).
+    #[arg(long, default_value = metrics::DEFAULT_ADDR, value_name = "ADDR")]
+    pub metrics_addr: metrics::MetricsAddr,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -63,6 +71,7 @@ pub async fn run_command(cluster: &ClusterArgs, command: ControllerCommand) -> a
             leader_elect: args.leader_elect,
             lease_namespace: args.lease_namespace,
             ignore_upstream_lease: args.ignore_upstream_lease,
+            metrics_addr: args.metrics_addr.0,
         },
     )
     .await

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod leader;
+pub mod metrics;
 pub mod run;
 pub mod server_pod;
 

@@ -1,6 +1,7 @@
 //! `controller run`: the reconcilers in one process, behind leader election, stopping cleanly
 //! on Ctrl-C (in-flight reconciles finish, the Lease is released).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::server_pod::BuildSettings;
-use super::{agent, server_pod};
+use super::{agent, metrics, server_pod};
 use crate::api::Agent;
 
 /// What every reconcile shares.
@@ -34,6 +35,8 @@ pub struct RunOptions {
     /// Namespace of the Lease (and of upstream's, which we refuse to run beside).
     pub lease_namespace: String,
     pub ignore_upstream_lease: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn identity() -> String {
@@ -56,6 +59,19 @@ where
 
 /// Runs until Ctrl-C (or lost leadership, which is an error: the process should restart).
 pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
+    // Serve before anything else: probes must answer while we wait for the Lease.
+    let server = match options.metrics_addr {
+        Some(addr) => Some(metrics::Server::start(addr).await?),
+        None => None,
+    };
+    let result = run_controllers(client, options).await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    result
+}
+
+async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
