@@ -436,8 +436,11 @@ pub struct VolumePersistence {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StandbyConfig {
-    /// Idle time (no running or queued Tasks) after which the controller sets spec.suspend,
-    /// as a duration such as "30m" or "1h". A new Task resumes the agent.
+    /// Idle time after which the controller sets spec.suspend to true, as a Go duration such
+    /// as "30m" or "1h". Idle means no running or queued Tasks and (kubeoc extension) no
+    /// session activity on the server, so a person chatting through `kubectl kubeoc agent
+    /// attach` keeps it running. A new Task resumes the agent.
+    #[schemars(pattern(r"^(0|([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+)$"))]
     pub idle_timeout: String,
 }
 
@@ -588,8 +591,9 @@ pub struct AgentStatus {
     /// http://<service>.<namespace>.svc.<clusterDomain>:<port>.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// When the agent became idle (no running or queued Tasks); unset while busy. Drives
-    /// standby.
+    /// When the agent became idle (no running or queued Tasks, no session activity); unset
+    /// while busy, not Ready or suspended. With standby, the agent is suspended once it has
+    /// been idle for idleTimeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<Time>,
     /// Recent Task starts, kept for quota enforcement (pruned to the quota window).

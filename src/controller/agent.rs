@@ -1,7 +1,9 @@
 //! The Agent reconciler: reads the Agent (and its AgentTemplate), builds the server's objects
 //! with the pure builders in `server_pod`, applies them, and reports status: `ServerReady` from
 //! the Deployment, `ServerHealthy` from a real health check through the apiserver service
-//! proxy. Status is written only when it changed, so an idle cluster sees no writes.
+//! proxy. Status is written only when it changed, so an idle cluster sees no writes; Events
+//! are published only when the Ready condition (or the list of unsupported fields) changes.
+//! With `spec.standby`, an Agent idle for `idleTimeout` gets `spec.suspend: true`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +13,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
 use super::Context;
 use super::server_pod;
+use crate::api::task::Task;
 use crate::api::{Agent, AgentPhase, AgentStatus, AgentTemplate};
+use crate::duration;
 use crate::opencode::client::{ProxyError, ServerProxy};
 
 /// Field manager of everything the reconciler writes.
@@ -256,6 +261,25 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         None => None,
     };
     let spec = server_pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec));
+    let idle_timeout = match spec
+        .standby
+        .as_ref()
+        .map(|s| duration::parse(&s.idle_timeout))
+    {
+        Some(Ok(timeout)) => Some(timeout),
+        Some(Err(e)) => {
+            let message = format!("spec.standby.idleTimeout: {e}");
+            let verdict = Verdict::new("Ready", false, "InvalidSpec", message);
+            write_status(
+                &ctx,
+                &agent,
+                not_ready_status(&existing, verdict, generation),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        None => None,
+    };
     if let Err(invalid) = server_pod::validate(&spec) {
         let verdict = Verdict::new("Ready", false, "InvalidSpec", invalid.message.clone());
         write_status(
@@ -304,6 +328,13 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         )
     };
     let workspace = spec.workspace_dir.clone().unwrap_or_default();
+    let proxy = ServerProxy::new(
+        ctx.client.clone(),
+        &ns,
+        &service.name_any(),
+        &password,
+        &workspace,
+    );
     let server_healthy = if !server_ready.ok {
         Verdict::new(
             "ServerHealthy",
@@ -312,13 +343,6 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             "the server is not ready",
         )
     } else {
-        let proxy = ServerProxy::new(
-            ctx.client.clone(),
-            &ns,
-            &service.name_any(),
-            &password,
-            &workspace,
-        );
         match proxy.health().await {
             Ok(h) if h.healthy => Verdict::new(
                 "ServerHealthy",
@@ -384,6 +408,35 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     };
     let port = server_pod::server_port(&spec);
     let existing_conditions = existing.conditions.clone().unwrap_or_default();
+
+    // Standby: only a Ready server can be idle; suspended or starting servers start afresh.
+    let mut idle_since = None;
+    let mut standby_requeue = None;
+    if let Some(timeout) = idle_timeout
+        && ready
+    {
+        let now = Timestamp::now();
+        let previous = existing.idle_since.as_ref().map(|t| t.0);
+        match activity(&ctx, &ns, &name, &proxy).await {
+            Ok(activity) => idle_since = next_idle_since(previous, &activity, now),
+            Err(e) => {
+                // Unknown activity never suspends: keep the clock where it was.
+                tracing::warn!(agent = %format!("{ns}/{name}"), "standby: could not read the server's sessions: {e}");
+                idle_since = previous;
+            }
+        }
+        if let Some(since) = idle_since {
+            let idle_for = now.duration_since(since).unsigned_abs();
+            if idle_for >= timeout {
+                let configured = spec.standby.as_ref().map(|s| s.idle_timeout.as_str());
+                suspend_for_standby(&ctx, &agent, since, configured.unwrap_or_default()).await?;
+                idle_since = None;
+            } else {
+                standby_requeue = Some(timeout - idle_for + Duration::from_secs(1));
+            }
+        }
+    }
+
     let status = AgentStatus {
         observed_generation: Some(generation),
         phase: Some(phase),
@@ -398,14 +451,204 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             &ctx.settings.cluster_domain,
         )),
         conditions: Some(conditions(&existing_conditions, &verdicts, generation)),
+        idle_since: idle_since.map(Time),
         ..existing.clone()
     };
     write_status(&ctx, &agent, status).await?;
+    let periodic = Duration::from_secs(60);
     Ok(if ready || suspended {
-        Action::requeue(Duration::from_secs(60))
+        Action::requeue(standby_requeue.map_or(periodic, |d| d.min(periodic)))
     } else {
         Action::requeue(Duration::from_secs(3))
     })
+}
+
+/// What keeps an Agent from being idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Activity {
+    /// Tasks of the Agent that have not finished, or sessions answering right now.
+    busy: bool,
+    /// The newest change to any session on the server (an attached user typing counts).
+    last: Option<Timestamp>,
+}
+
+/// Reads the Agent's unfinished Tasks and its server's sessions.
+async fn activity(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    proxy: &ServerProxy,
+) -> Result<Activity, ReconcileError> {
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), ns);
+    let unfinished = tasks
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("listing Tasks in namespace {ns}")))?
+        .items
+        .into_iter()
+        .filter(|t| t.spec.agent_ref.as_ref().is_some_and(|r| r.name == name))
+        .filter(|t| {
+            !t.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.is_finished())
+        })
+        .count();
+    let proxy_err = |e: ProxyError| ReconcileError::Other(e.to_string());
+    let busy_sessions = proxy
+        .session_statuses()
+        .await
+        .map_err(proxy_err)?
+        .values()
+        .filter(|s| s.is_busy())
+        .count();
+    let last = proxy
+        .sessions()
+        .await
+        .map_err(proxy_err)?
+        .iter()
+        .map(|s| s.time.updated)
+        .max()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    Ok(Activity {
+        busy: unfinished > 0 || busy_sessions > 0,
+        last,
+    })
+}
+
+/// When the Agent has been idle since: unset while busy; moved forward by session activity
+/// newer than the previous mark; `now` when it just became idle (so a resumed Agent gets a
+/// full idleTimeout, whatever happened before it was suspended).
+fn next_idle_since(
+    previous: Option<Timestamp>,
+    activity: &Activity,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    if activity.busy {
+        return None;
+    }
+    match (previous, activity.last) {
+        (Some(since), Some(last)) if last > since => Some(last.min(now)),
+        (Some(since), _) => Some(since),
+        (None, _) => Some(now),
+    }
+}
+
+/// Sets `spec.suspend: true` with a merge patch (a user's `kubectl apply` keeps owning the
+/// field, so resuming stays a plain edit), and says why in an Event.
+async fn suspend_for_standby(
+    ctx: &Context,
+    agent: &Agent,
+    since: Timestamp,
+    idle_timeout: &str,
+) -> Result<(), ReconcileError> {
+    let ns = agent.namespace().unwrap_or_default();
+    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"spec": {"suspend": true}});
+    api.patch(
+        &agent.name_any(),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "suspending idle Agent {ns}/{}",
+        agent.name_any()
+    )))?;
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "StandbySuspended".into(),
+        note: Some(format!(
+            "no Tasks and no session activity since {since} (standby.idleTimeout {idle_timeout}): set spec.suspend to true; a new Task or `kubectl kubeoc agent resume` starts the server again"
+        )),
+        action: "Suspend".into(),
+        secondary: None,
+    };
+    publish(ctx, agent, vec![event]).await;
+    Ok(())
+}
+
+/// The most an Event note may hold (events.k8s.io/v1 rejects longer ones).
+const NOTE_LIMIT: usize = 1024;
+
+fn note(text: &str) -> String {
+    if text.len() <= NOTE_LIMIT {
+        return text.to_string();
+    }
+    let mut end = NOTE_LIMIT - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// The Events a status change deserves: Ready flipping (or changing its reason), and a new
+/// list of unsupported fields. Losing readiness, and specs that cannot run, are warnings.
+fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
+    let find = |list: &'_ [Condition], type_: &str| list.iter().find(|c| c.type_ == type_).cloned();
+    let mut events = Vec::new();
+    if let Some(ready) = find(new, "Ready") {
+        let before = find(old, "Ready");
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.status != ready.status || b.reason != ready.reason);
+        if changed && ready.status == "True" {
+            let detail = find(new, "ServerHealthy")
+                .filter(|c| c.status == "True")
+                .map_or(ready.message.clone(), |c| c.message);
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "Ready".into(),
+                note: Some(note(&detail)),
+                action: "Reconcile".into(),
+                secondary: None,
+            });
+        } else if changed {
+            let was_ready = before.is_some_and(|b| b.status == "True");
+            let broken = matches!(ready.reason.as_str(), "InvalidSpec" | "TemplateNotFound");
+            let warning = broken || (was_ready && ready.reason != "Suspended");
+            events.push(Event {
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: ready.reason.clone(),
+                note: Some(note(&ready.message)),
+                action: "Reconcile".into(),
+                secondary: None,
+            });
+        }
+    }
+    if let Some(unsupported) = find(new, "Unsupported")
+        && find(old, "Unsupported").is_none_or(|c| c.message != unsupported.message)
+    {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "UnsupportedFields".into(),
+            note: Some(note(&unsupported.message)),
+            action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    events
+}
+
+/// Publishes Events about the Agent; a failure is logged, never fails the reconcile.
+async fn publish(ctx: &Context, agent: &Agent, events: Vec<Event>) {
+    let reference = agent.object_ref(&());
+    for event in events {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(
+                agent = %format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any()),
+                reason = %event.reason,
+                "could not publish an Event: {e}"
+            );
+        }
+    }
 }
 
 /// Server-side applies `.status` when it differs from what the Agent already has.
@@ -430,6 +673,13 @@ async fn write_status(
         "writing status of Agent {ns}/{}",
         agent.name_any()
     )))?;
+    let old = agent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let events = transition_events(&old, status.conditions.as_deref().unwrap_or_default());
+    publish(ctx, agent, events).await;
     Ok(())
 }
 
@@ -498,6 +748,118 @@ mod tests {
         assert!(!contains(&live, &changed));
         let extra_port = json!({"spec": {"replicas": 1, "ports": [{"name": "http", "port": 4096}, {"name": "x", "port": 1}]}});
         assert!(!contains(&live, &extra_port));
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")
+    }
+
+    #[test]
+    fn idle_clock_starts_when_idle_and_moves_with_session_activity() {
+        let quiet = Activity::default();
+        assert_eq!(next_idle_since(None, &quiet, at(10)), Some(at(10)));
+        assert_eq!(next_idle_since(Some(at(10)), &quiet, at(70)), Some(at(10)));
+        let typed = Activity {
+            busy: false,
+            last: Some(at(40)),
+        };
+        assert_eq!(next_idle_since(Some(at(10)), &typed, at(70)), Some(at(40)));
+        // Activity from before the clock started (e.g. before a suspend) does not rewind it.
+        assert_eq!(next_idle_since(Some(at(50)), &typed, at(70)), Some(at(50)));
+        // A resumed Agent gets a full timeout even though its last session is old.
+        assert_eq!(next_idle_since(None, &typed, at(70)), Some(at(70)));
+        // Clock skew between server and controller never puts the mark in the future.
+        let future = Activity {
+            busy: false,
+            last: Some(at(99)),
+        };
+        assert_eq!(next_idle_since(Some(at(10)), &future, at(70)), Some(at(70)));
+        let busy = Activity {
+            busy: true,
+            last: None,
+        };
+        assert_eq!(next_idle_since(Some(at(10)), &busy, at(70)), None);
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(at(0)),
+        }
+    }
+
+    #[test]
+    fn events_follow_ready_transitions_only() {
+        let starting = vec![condition(
+            "Ready",
+            "False",
+            "ServerNotReady",
+            "0/1 available",
+        )];
+        let first = transition_events(&[], &starting);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].reason, "ServerNotReady");
+        assert_eq!(
+            first[0].type_,
+            EventType::Normal,
+            "starting up is not a warning"
+        );
+        assert!(transition_events(&starting, &starting).is_empty());
+
+        let ready = vec![
+            condition(
+                "ServerHealthy",
+                "True",
+                "Healthy",
+                "OpenCode 1.18.33 answers /global/health",
+            ),
+            condition("Ready", "True", "ServerHealthy", "available and healthy"),
+        ];
+        let became_ready = transition_events(&starting, &ready);
+        assert_eq!(became_ready.len(), 1);
+        assert_eq!(became_ready[0].reason, "Ready");
+        assert_eq!(
+            became_ready[0].note.as_deref(),
+            Some("OpenCode 1.18.33 answers /global/health")
+        );
+        assert!(transition_events(&ready, &ready).is_empty());
+
+        let lost = vec![condition("Ready", "False", "ServerUnhealthy", "refused")];
+        assert_eq!(
+            transition_events(&ready, &lost)[0].type_,
+            EventType::Warning
+        );
+        let suspended = vec![condition("Ready", "False", "Suspended", "scaled to zero")];
+        assert_eq!(
+            transition_events(&ready, &suspended)[0].type_,
+            EventType::Normal
+        );
+        let invalid = vec![condition("Ready", "False", "InvalidSpec", "workspaceDir")];
+        assert_eq!(
+            transition_events(&[], &invalid)[0].type_,
+            EventType::Warning
+        );
+    }
+
+    #[test]
+    fn unsupported_fields_are_announced_once_per_change() {
+        let with = vec![condition("Unsupported", "True", "FieldsIgnored", "share")];
+        let events = transition_events(&[], &with);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "UnsupportedFields");
+        assert!(transition_events(&with, &with).is_empty());
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(NOTE_LIMIT);
+        let cut = note(&long);
+        assert!(cut.len() <= NOTE_LIMIT);
+        assert!(cut.ends_with("..."));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::types::{Session, SessionStatuses};
+
 /// Username OpenCode expects with `OPENCODE_SERVER_PASSWORD`.
 pub const SERVER_USERNAME: &str = "opencode";
 
@@ -134,6 +136,16 @@ impl ServerProxy {
     /// OpenCode's own health report.
     pub async fn health(&self) -> Result<Health, ProxyError> {
         self.get_json("/global/health").await
+    }
+
+    /// The sessions of the Agent's workspace directory.
+    pub async fn sessions(&self) -> Result<Vec<Session>, ProxyError> {
+        self.get_json("/session").await
+    }
+
+    /// Sessions that are not idle, by session ID.
+    pub async fn session_statuses(&self) -> Result<SessionStatuses, ProxyError> {
+        self.get_json("/session/status").await
     }
 }
 
