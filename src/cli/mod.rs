@@ -1,5 +1,6 @@
 //! The `kubectl kubeoc` command line: one file per noun, dispatch here.
 
+pub mod agent;
 mod controller;
 mod install;
 pub mod output;
@@ -29,6 +30,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create, list, inspect, suspend, resume and delete Agents.
+    #[command(subcommand, visible_aliases = ["agents", "ag"])]
+    Agent(agent::AgentCommand),
     /// Run the reconcile loop in this process.
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
@@ -43,6 +47,7 @@ pub enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Agent(command) => agent::run(&self.cluster, command).await,
             Command::Controller(command) => controller::run_command(&self.cluster, command).await,
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,
