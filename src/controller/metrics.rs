@@ -1,9 +1,22 @@
 //! The controller's HTTP endpoint: `/healthz`, `/readyz` and `/metrics` on one small hyper
 //! server, as controller-runtime serves them, so the usual probes and scrapers work unchanged.
+//!
+//! Probe semantics:
+//! - `/healthz` answers 200 `ok` whenever the process can answer at all; a failing liveness
+//!   probe should mean "restart me", and nothing short of a wedged process needs a restart.
+//! - `/readyz` answers 200 while the process can do its job: it leads and its reconcilers'
+//!   caches are synced, or it is a healthy standby waiting for the Lease (a standby is ready:
+//!   it is exactly what a rollout or a failover needs). The body says which. It answers 503
+//!   while starting, while shutting down, and when the API server does not answer (checked
+//!   with `GET /version`, at most once every two seconds).
+//!
+//! Only GET and HEAD; other paths answer 404.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -13,8 +26,365 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use kube::Client;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::api::{Agent, AgentPhase};
+
+/// What the process is doing, for `/readyz` and the leader gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Checking upstream's Lease, not yet campaigning.
+    Starting,
+    /// Waiting for the Lease (named here) that another controller holds.
+    Standby { lease: String },
+    /// Holding the Lease (or running without election); `synced` once the caches are filled.
+    Leading { synced: bool },
+    /// Ctrl-C or lost leadership: finishing in-flight reconciles.
+    Stopping,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// The controller's Prometheus metrics and its role; shared by reconciles and the endpoint.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+    in_flight: Family<KindLabels, Gauge>,
+    leader: Gauge,
+    agents: Arc<AgentPhases>,
+    role: Mutex<Role>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("role", &self.role())
+            .finish()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric (all under `kubeoc_`).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubeoc");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconcile",
+            "Reconciles finished, by kind and result (success or error)",
+            reconciles.clone(),
+        );
+        let errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that returned an error (and were requeued), by kind",
+            errors.clone(),
+        );
+        // 5 ms .. ~82 s: a reconcile ranges from a cache hit to a slow health check.
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 15))
+        });
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time one reconcile took, by kind",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let in_flight = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running right now, by kind",
+            in_flight.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process leads (holds the Lease, or runs with --leader-elect=false), else 0",
+            leader.clone(),
+        );
+        registry.register(
+            "build",
+            "The kubeoc version of this process",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let agents = Arc::new(AgentPhases::default());
+        registry.register_collector(Box::new(agents.clone()));
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            in_flight,
+            leader,
+            agents,
+            role: Mutex::new(Role::Starting),
+        }
+    }
+
+    /// Records what the process does now; the leader gauge follows.
+    pub fn set_role(&self, role: Role) {
+        self.leader
+            .set(i64::from(matches!(role, Role::Leading { .. })));
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = role;
+    }
+
+    /// The leader's caches are filled: `/readyz` turns 200 (unless stopping meanwhile).
+    pub fn mark_synced(&self) {
+        let mut role = self.role.lock().unwrap_or_else(PoisonError::into_inner);
+        if *role == (Role::Leading { synced: false }) {
+            *role = Role::Leading { synced: true };
+        }
+    }
+
+    /// What the process does now.
+    pub fn role(&self) -> Role {
+        self.role
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts Agents by phase from this store at every scrape (so the gauge is never stale).
+    /// Set it once the store is synced: a half-filled cache would under-count.
+    pub fn watch_agents(&self, store: Store<Agent>) {
+        *self
+            .agents
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(store);
+    }
+
+    /// Makes `kind`'s series exist at 0 before its first reconcile, so `rate()` and alerts on
+    /// errors see a value from the start instead of a missing series.
+    pub fn register_kind(&self, kind: &'static str) {
+        for result in ["success", "error"] {
+            let _ = self
+                .reconciles
+                .get_or_create(&ResultLabels { kind, result });
+        }
+        let _ = self.errors.get_or_create(&KindLabels { kind });
+        let _ = self.durations.get_or_create(&KindLabels { kind });
+        let _ = self.in_flight.get_or_create(&KindLabels { kind });
+    }
+
+    /// Starts timing one reconcile of `kind`; finish it with [`ReconcileTimer::finish`].
+    pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
+        self.in_flight.get_or_create(&KindLabels { kind }).inc();
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            started: Instant::now(),
+        }
+    }
+
+    /// The exposition in the Prometheus text format (0.0.4).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// One running reconcile. Dropped without [`ReconcileTimer::finish`] (the reconcile future was
+/// cancelled), it only leaves the in-flight gauge: a cancelled reconcile neither succeeded nor
+/// failed.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    started: Instant,
+}
+
+impl ReconcileTimer<'_> {
+    /// Records the outcome and the duration.
+    pub fn finish(self, ok: bool) {
+        let kind = self.kind;
+        let result = if ok { "success" } else { "error" };
+        self.metrics
+            .reconciles
+            .get_or_create(&ResultLabels { kind, result })
+            .inc();
+        if !ok {
+            self.metrics
+                .errors
+                .get_or_create(&KindLabels { kind })
+                .inc();
+        }
+        self.metrics
+            .durations
+            .get_or_create(&KindLabels { kind })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .in_flight
+            .get_or_create(&KindLabels { kind: self.kind })
+            .dec();
+    }
+}
+
+/// `kubeoc_agents{phase}`, computed from the Agent controller's cache at scrape time.
+#[derive(Default)]
+struct AgentPhases {
+    store: Mutex<Option<Store<Agent>>>,
+}
+
+impl std::fmt::Debug for AgentPhases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentPhases")
+    }
+}
+
+/// Label value for Agents the controller has not written a phase to yet.
+const NO_PHASE: &str = "Unknown";
+
+fn phase_name(phase: AgentPhase) -> &'static str {
+    match phase {
+        AgentPhase::Ready => "Ready",
+        AgentPhase::NotReady => "NotReady",
+        AgentPhase::Suspended => "Suspended",
+        AgentPhase::Degraded => "Degraded",
+    }
+}
+
+/// Agents per phase, every phase present (a phase dropping to zero must show as 0, not vanish).
+pub fn count_phases<'a>(
+    agents: impl IntoIterator<Item = &'a Agent>,
+) -> BTreeMap<&'static str, i64> {
+    let mut counts: BTreeMap<&'static str, i64> = [
+        AgentPhase::Ready,
+        AgentPhase::NotReady,
+        AgentPhase::Suspended,
+        AgentPhase::Degraded,
+    ]
+    .into_iter()
+    .map(|p| (phase_name(p), 0))
+    .chain([(NO_PHASE, 0)])
+    .collect();
+    for agent in agents {
+        let phase = agent
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map_or(NO_PHASE, phase_name);
+        *counts.entry(phase).or_default() += 1;
+    }
+    counts
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+impl Collector for AgentPhases {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A standby has no cache: it reports nothing rather than zeros it does not know.
+        let Some(store) = self
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return Ok(());
+        };
+        let agents = store.state();
+        let counts = count_phases(agents.iter().map(|a| a.as_ref()));
+        let mut family = encoder.encode_descriptor(
+            "agents",
+            "Agents watched by this controller, by status phase (Unknown: no status yet).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (phase, count) in counts {
+            ConstGauge::new(count).encode(family.encode_family(&PhaseLabels { phase })?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The API server check behind `/readyz`, cached so probes cannot flood the API server.
+struct ApiCheck {
+    client: Client,
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+const API_CHECK_EVERY: Duration = Duration::from_secs(2);
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl ApiCheck {
+    async fn check(&self) -> Result<(), String> {
+        // Held across the request: concurrent probes wait for one answer instead of each asking.
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < API_CHECK_EVERY
+        {
+            return result.clone();
+        }
+        let result =
+            match tokio::time::timeout(API_CHECK_TIMEOUT, self.client.apiserver_version()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err(format!("no answer within {API_CHECK_TIMEOUT:?}")),
+            };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// `/readyz`'s answer for a role and (when the role needs it) the API server check.
+pub fn readiness(role: &Role, api: Result<(), &str>) -> (StatusCode, String) {
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    match (role, api) {
+        (Role::Starting, _) => (unavailable, "not ready: starting\n".into()),
+        (Role::Stopping, _) => (unavailable, "not ready: shutting down\n".into()),
+        (_, Err(err)) => (
+            unavailable,
+            format!("not ready: cannot reach the API server: {err}\n"),
+        ),
+        (Role::Leading { synced: false }, Ok(())) => (
+            unavailable,
+            "not ready: leader, waiting for the caches to sync\n".into(),
+        ),
+        (Role::Leading { synced: true }, Ok(())) => {
+            (StatusCode::OK, "ok: leader, reconcilers running\n".into())
+        }
+        (Role::Standby { lease }, Ok(())) => (
+            StatusCode::OK,
+            format!("ok: standby, waiting for Lease {lease}\n"),
+        ),
+    }
+}
 
 /// Default of `--metrics-addr`, controller-runtime's.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -60,7 +430,11 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and serves until [`Server::shutdown`]. The bind happens here, so a taken
     /// port fails startup instead of a background task.
-    pub async fn start(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn start(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        client: Client,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot serve metrics and health probes on {addr}: {e}; \
@@ -70,7 +444,14 @@ impl Server {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving metrics and health probes");
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, stop_rx));
+        let state = Arc::new(State {
+            metrics,
+            api: ApiCheck {
+                client,
+                last: tokio::sync::Mutex::new(None),
+            },
+        });
+        let task = tokio::spawn(serve(listener, state, stop_rx));
         Ok(Self { addr, stop, task })
     }
 
@@ -86,7 +467,12 @@ impl Server {
     }
 }
 
-async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+struct State {
+    metrics: Arc<Metrics>,
+    api: ApiCheck,
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -100,8 +486,9 @@ async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
                         continue;
                     }
                 };
-                let connection = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(handle));
+                let state = state.clone();
+                let service = service_fn(move |request| handle(state.clone(), request));
+                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
@@ -121,36 +508,63 @@ async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = route(request.method(), request.uri().path());
-    let body = if request.method() == Method::HEAD {
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (method, path) = (request.method(), request.uri().path());
+    let (status, content_type, body) = if method != Method::GET && method != Method::HEAD {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "only GET and HEAD\n".to_string(),
+        )
+    } else {
+        match path {
+            "/healthz" => (StatusCode::OK, TEXT, "ok\n".to_string()),
+            "/readyz" => {
+                let role = state.metrics.role();
+                // Only roles that could be ready are worth a request to the API server.
+                let api = match role {
+                    Role::Leading { .. } | Role::Standby { .. } => state.api.check().await,
+                    Role::Starting | Role::Stopping => Ok(()),
+                };
+                let (status, body) =
+                    readiness(&role, api.as_ref().map(|_| ()).map_err(String::as_str));
+                (status, TEXT, body)
+            }
+            "/metrics" => match state.metrics.encode() {
+                Ok(text) => (StatusCode::OK, METRICS, text),
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    "encoding the metrics failed\n".to_string(),
+                ),
+            },
+            _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".to_string()),
+        }
+    };
+    let body = if method == Method::HEAD {
         Bytes::new()
     } else {
         Bytes::from(body)
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    if let Ok(value) = header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
     }
     Ok(response)
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
-
-fn route(method: &Method, path: &str) -> (StatusCode, &'static str, String) {
-    if method != Method::GET && method != Method::HEAD {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "only GET and HEAD\n".into(),
-        );
-    }
-    match path {
-        "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
-        _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
-    }
-}
+const METRICS: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[cfg(test)]
 mod tests {

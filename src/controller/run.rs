@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -14,6 +15,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
+use super::metrics::{Metrics, Role};
 use super::server_pod::BuildSettings;
 use super::{agent, metrics, server_pod};
 use crate::api::Agent;
@@ -24,6 +26,8 @@ pub struct Context {
     pub settings: BuildSettings,
     /// Publishes Events (on transitions only) as `kubeoc-controller`.
     pub recorder: Recorder,
+    /// Reconcile counts and durations, served on `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Options of `controller run`.
@@ -60,22 +64,43 @@ where
 /// Runs until Ctrl-C (or lost leadership, which is an error: the process should restart).
 pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     // Serve before anything else: probes must answer while we wait for the Lease.
+    // Recorded even without an endpoint: it costs a few atomics and keeps one code path.
+    let metrics = Arc::new(Metrics::new());
+    metrics.register_kind("Agent");
     let server = match options.metrics_addr {
-        Some(addr) => Some(metrics::Server::start(addr).await?),
+        Some(addr) => Some(metrics::Server::start(addr, metrics.clone(), client.clone()).await?),
         None => None,
     };
-    let result = run_controllers(client, options).await;
+    let result = run_controllers(client, options, metrics.clone()).await;
+    metrics.set_role(Role::Stopping);
     if let Some(server) = server {
         server.shutdown().await;
     }
     result
 }
 
-async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<()> {
+/// Times and counts [`agent::reconcile`] without touching it.
+async fn reconcile_agent(
+    agent: Arc<Agent>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, agent::ReconcileError> {
+    let timer = ctx.metrics.reconcile_started("Agent");
+    let result = agent::reconcile(agent, ctx.clone()).await;
+    timer.finish(result.is_ok());
+    result
+}
+
+async fn run_controllers(
+    client: Client,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let on_stop = metrics.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::info!("interrupted: finishing in-flight reconciles");
+            on_stop.set_role(Role::Stopping);
             let _ = stop_tx.send(true);
         }
     });
@@ -101,7 +126,9 @@ async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<
             let (elector, stop) = (elector.clone(), stop_rx.clone());
             tokio::spawn(async move { elector.run(leading_tx, stop).await })
         };
-        tracing::info!(identity = %elector.identity(), lease = %format!("{}/{}", options.lease_namespace, super::leader::LEASE_NAME), "waiting for leadership");
+        let lease = format!("{}/{}", options.lease_namespace, super::leader::LEASE_NAME);
+        tracing::info!(identity = %elector.identity(), lease = %lease, "waiting for leadership");
+        metrics.set_role(Role::Standby { lease });
         let mut stop = stop_rx.clone();
         while !*leading_rx.borrow_and_update() {
             tokio::select! {
@@ -114,6 +141,7 @@ async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<
         None
     };
     tracing::info!("leading: starting the reconcilers");
+    metrics.set_role(Role::Leading { synced: false });
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -125,25 +153,50 @@ async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<
                 instance: Some(identity),
             },
         ),
+        metrics: metrics.clone(),
     });
     let ns = options.namespace.clone();
     let shutdown = {
         let (mut stop, mut leading) = (stop_rx.clone(), leading_rx.clone());
+        let metrics = metrics.clone();
         async move {
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => {}
             }
+            metrics.set_role(Role::Stopping);
         }
     };
-    Controller::new(api::<Agent>(&client, &ns), watcher::Config::default())
+    let controller = Controller::new(api::<Agent>(&client, &ns), watcher::Config::default());
+    let store = controller.store();
+    let synced = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // Re-polled on a timer: the store's readiness is a oneshot channel that wakes only
+            // its latest poller, and the controller's own wait takes that place, so a single
+            // await here would never wake. A fresh poll sees the value the controller memoized.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => break,
+                    // The controller (the store's writer) is gone: nothing to report any more.
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
+            }
+            metrics.watch_agents(store);
+            metrics.mark_synced();
+        })
+    };
+    controller
         .owns(api::<Deployment>(&client, &ns), watcher::Config::default())
         .owns(api::<Service>(&client, &ns), watcher::Config::default())
         .owns(api::<PersistentVolumeClaim>(&client, &ns), watcher::Config::default())
         .owns(api::<Secret>(&client, &ns), watcher::Config::default())
         .owns(api::<ConfigMap>(&client, &ns), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(agent::reconcile, agent::error_policy, ctx)
+        .run(reconcile_agent, agent::error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(agent = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
@@ -152,6 +205,7 @@ async fn run_controllers(client: Client, options: RunOptions) -> anyhow::Result<
         })
         .await;
 
+    synced.abort();
     let lost = options.leader_elect && !*leading_rx.borrow() && !*stop_rx.borrow();
     if let Some((elector, task)) = election {
         task.abort();
