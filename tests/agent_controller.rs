@@ -42,6 +42,9 @@ impl Controller {
             namespace,
             "controller",
             "run",
+            // Tests run controllers side by side: each gets a free port.
+            "--metrics-addr",
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         let child = tokio::process::Command::new(BINARY)
@@ -195,6 +198,33 @@ async fn ready_agent(agents: &Api<Agent>, name: &str) -> anyhow::Result<Agent> {
     .await
 }
 
+/// "TYPE REASON" of the Events kubeoc-controller published about Agent `name`, oldest first,
+/// from `kubectl get events -o json`.
+fn agent_event_reasons(events_json: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let list: Value = serde_json::from_str(events_json)?;
+    let mut events: Vec<&Value> = list["items"]
+        .as_array()
+        .context("events without items")?
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "Agent"
+                && e["involvedObject"]["name"] == name
+                && e["reportingComponent"] == "kubeoc-controller"
+        })
+        .collect();
+    events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_string());
+    Ok(events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap_or_default(),
+                e["reason"].as_str().unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
 /// Audit log entries (verb, userAgent, requestURI) written after `offset` bytes.
 fn audit_entries_since(offset: u64) -> anyhow::Result<Vec<Value>> {
     let text = std::fs::read(state_dir().join("logs/audit.log"))?;
@@ -295,6 +325,11 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
     .await?;
     assert_eq!(code, 200, "{body}");
     let events = kubectl(&["-n", &n, "get", "events", "-o", "json"], None).await?;
+    let reasons = agent_event_reasons(&events, "team-agent")?;
+    ensure!(
+        reasons.iter().any(|r| r == "Normal Ready"),
+        "no Ready Event from kubeoc-controller for team-agent; saw {reasons:?}"
+    );
     let agent_json = serde_json::to_string(&agents.get("team-agent").await?)?;
     for (what, text) in [
         ("controller log", controller.log()),
@@ -515,5 +550,146 @@ async fn a_second_controller_takes_over_when_the_leader_dies() -> anyhow::Result
         "the Agent stays Ready across the failover"
     );
     drop((leader, follower));
+    ns.delete().await
+}
+
+/// Standby: an idle Agent is suspended after idleTimeout; session activity on the server moves
+/// the idle clock; a resume starts a fresh clock; every step is an Event.
+#[tokio::test]
+async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_it()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = prepare(&client, "agent-standby").await?;
+    let n = ns.name.clone();
+    let controller = Controller::start(&n, &["--lease-namespace", n.as_str()]).await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    ready_agent(&agents, "team-agent")
+        .await
+        .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    let idle_timeout = Duration::from_secs(30);
+    agents
+        .patch(
+            "team-agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"standby": {"idleTimeout": "30s"}}})),
+        )
+        .await?;
+    let idle_since = |agent: &Agent| {
+        agent
+            .status
+            .as_ref()
+            .and_then(|s| s.idle_since.as_ref())
+            .map(|t| t.0)
+    };
+    let first_mark = wait_until("status.idleSince set", WAIT, || async {
+        Ok(idle_since(&agents.get("team-agent").await?))
+    })
+    .await?;
+
+    // A session created on the server is activity: the clock moves to it.
+    let password = Api::<Secret>::namespaced(client.clone(), &n)
+        .get("team-agent-server-auth")
+        .await?
+        .data
+        .and_then(|d| {
+            d.get("password")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .context("no password")?;
+    let query = format!(
+        "directory=/workspace&auth_token={}",
+        opencode_auth_token(&password)
+    );
+    client
+        .request_text(
+            http::Request::post(format!(
+                "/api/v1/namespaces/{n}/services/team-agent:http/proxy/session?{query}"
+            ))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(
+                &json!({"title": "keeps the agent awake"}),
+            )?)?,
+        )
+        .await?;
+    let active_at = k8s_openapi::jiff::Timestamp::now();
+    let moved = wait_until("status.idleSince moved by session activity", WAIT, || async {
+        let agent = agents.get("team-agent").await?;
+        let suspended = agent.spec.suspend == Some(true);
+        ensure!(
+            !suspended,
+            "suspended although a session was created at {active_at} (idleSince was {first_mark})"
+        );
+        Ok(idle_since(&agent).filter(|t| *t > first_mark))
+    })
+    .await?;
+    println!("idle clock: {first_mark} -> {moved} after a session at {active_at}");
+
+    // Idle for idleTimeout: suspended, with the server scaled to zero.
+    let suspended_at = wait_until("standby to suspend the Agent", WAIT, || async {
+        let agent = agents.get("team-agent").await?;
+        Ok((agent.spec.suspend == Some(true)).then(k8s_openapi::jiff::Timestamp::now))
+    })
+    .await?;
+    let idle_for = suspended_at.duration_since(moved).unsigned_abs();
+    println!("suspended after {idle_for:?} idle (idleTimeout {idle_timeout:?})");
+    assert!(
+        idle_for >= idle_timeout,
+        "suspended after only {idle_for:?} idle"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
+    wait_until(
+        "the server scaled to zero and phase Suspended",
+        WAIT,
+        || async {
+            let replicas = deployments
+                .get("team-agent-server")
+                .await?
+                .spec
+                .and_then(|s| s.replicas);
+            let agent = agents.get("team-agent").await?;
+            let phase = agent.status.as_ref().and_then(|s| s.phase);
+            Ok(
+                (replicas == Some(0) && phase == Some(kubeoc::api::AgentPhase::Suspended))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let events = kubectl(&["-n", &n, "get", "events", "-o", "json"], None).await?;
+    let reasons = agent_event_reasons(&events, "team-agent")?;
+    for expected in [
+        "Normal Ready",
+        "Normal StandbySuspended",
+        "Normal Suspended",
+    ] {
+        ensure!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected:?} Event; saw {reasons:?}"
+        );
+    }
+    ensure!(
+        !events.contains(&password),
+        "the server password appears in an Event"
+    );
+
+    // Resumed: Ready again, and the clock restarts from the resume, not from before.
+    agents
+        .patch(
+            "team-agent",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await?;
+    let resumed_at = k8s_openapi::jiff::Timestamp::now();
+    ready_agent(&agents, "team-agent").await?;
+    let mark = wait_until("status.idleSince set after resume", WAIT, || async {
+        Ok(idle_since(&agents.get("team-agent").await?))
+    })
+    .await?;
+    assert!(
+        mark >= resumed_at,
+        "idle clock {mark} starts before the resume at {resumed_at}"
+    );
+    drop(controller);
     ns.delete().await
 }
