@@ -9,7 +9,10 @@
 //! - `[[tool:NAME:JSON_ARGS]]`: first answer is a call of tool NAME with JSON_ARGS; once the
 //!   conversation holds a tool result after the last user message, answer the reply (or
 //!   `stub tool result: <result>`);
-//! - `[[title:TEXT]]`: the title to give when OpenCode asks for this session's title.
+//! - `[[title:TEXT]]`: the title to give when OpenCode asks for this session's title;
+//! - `[[system:NEEDLE]]`: answer the lines of the system prompt(s) that contain NEEDLE (every
+//!   line when NEEDLE is empty), or `no system line contains NEEDLE`: what a real model can do
+//!   when asked to quote its instructions, so tests can see what OpenCode put there.
 //!
 //! Without markers the answer is `stub answer: <last user message text>`.
 //!
@@ -160,6 +163,7 @@ pub struct Markers {
     pub error: Option<u16>,
     pub tool: Option<ToolMarker>,
     pub title: Option<String>,
+    pub system: Option<String>,
 }
 
 /// `[[tool:NAME:JSON_ARGS]]`.
@@ -188,6 +192,9 @@ impl Markers {
         }
         if self.title.is_some() {
             names.push("title");
+        }
+        if self.system.is_some() {
+            names.push("system");
         }
         names
     }
@@ -228,6 +235,9 @@ pub fn parse_markers(text: &str) -> Markers {
                 markers
                     .title
                     .get_or_insert_with(|| value.trim().to_string());
+            }
+            "system" => {
+                markers.system.get_or_insert_with(|| value.to_string());
             }
             "slow" => {
                 if let Ok(ms) = value.trim().parse() {
@@ -293,6 +303,7 @@ pub enum AnswerKind {
     Echo,
     ToolCall,
     ToolResult,
+    System,
     Error,
 }
 
@@ -304,6 +315,7 @@ impl AnswerKind {
             Self::Echo => "echo",
             Self::ToolCall => "tool_call",
             Self::ToolResult => "tool_result",
+            Self::System => "system",
             Self::Error => "error",
         }
     }
@@ -335,6 +347,10 @@ pub fn decide(request: &ChatRequest) -> (Answer, AnswerKind) {
         return (Answer::Error { status, message }, AnswerKind::Error);
     }
     let delay_ms = markers.slow_ms.unwrap_or(0);
+    if let Some(needle) = &markers.system {
+        let text = system_lines(request, needle.trim());
+        return (Answer::Text { text, delay_ms }, AnswerKind::System);
+    }
     if let Some(tool) = &markers.tool {
         let results = request.tool_results_after_last_user();
         if results.is_empty() {
@@ -357,6 +373,23 @@ pub fn decide(request: &ChatRequest) -> (Answer, AnswerKind) {
     }
     let text = format!("stub answer: {last_user}");
     (Answer::Text { text, delay_ms }, AnswerKind::Echo)
+}
+
+/// The lines of the request's system messages that contain `needle` (all when it is empty),
+/// joined by newlines; a fixed sentence when none does.
+pub fn system_lines(request: &ChatRequest, needle: &str) -> String {
+    let lines: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .flat_map(|m| m.text.lines())
+        .filter(|line| line.contains(needle))
+        .collect();
+    if lines.is_empty() {
+        format!("no system line contains {needle}")
+    } else {
+        lines.join("\n")
+    }
 }
 
 /// Splits text into stream pieces, one word each with the whitespace that follows it, so the
@@ -728,6 +761,38 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn system_marker_quotes_the_matching_system_lines() {
+        let req = request(json!([
+            {"role": "system", "content": "You are OpenCode.\nInstructions from: /w/ctx.md\nbe nice"},
+            {"role": "system", "content": [{"type": "text", "text": "ctx marker 7"}]},
+            {"role": "user", "content": "quote it [[system:ctx]]"},
+        ]));
+        assert_eq!(
+            decide(&req),
+            (
+                Answer::Text {
+                    text: "Instructions from: /w/ctx.md\nctx marker 7".to_string(),
+                    delay_ms: 0
+                },
+                AnswerKind::System
+            )
+        );
+        let none = request(json!([
+            {"role": "system", "content": "You are OpenCode."},
+            {"role": "user", "content": "[[system:absent]]"},
+        ]));
+        assert_eq!(
+            decide(&none).0,
+            Answer::Text {
+                text: "no system line contains absent".to_string(),
+                delay_ms: 0
+            }
+        );
+        assert_eq!(parse_markers("[[system:]]").system.as_deref(), Some(""));
+        assert_eq!(parse_markers("[[system:x]]").names(), vec!["system"]);
     }
 
     #[test]

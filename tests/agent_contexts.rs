@@ -1,0 +1,817 @@
+//! What an Agent's spec asks for reaches the running OpenCode server on the testbed: contexts
+//! (Text, ConfigMap, Git with a ref, Git with HotReload sync), credentials in all four forms,
+//! the CA bundle (ConfigMap and Secret) and proxy settings.
+//!
+//! Everything is read back through the OpenCode server itself, via the apiserver service proxy,
+//! as a user would: `GET /file` and `GET /file/content` for files in the workspace, the stub
+//! model's `[[system:NEEDLE]]` marker for the instructions OpenCode loaded, and the stub's
+//! `[[tool:bash:...]]` marker to make OpenCode run a shell command in the server container for
+//! environment variables and files outside the workspace.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use kubeoc::api::Agent;
+use kubeoc::cluster::install;
+use kubeoc_testbed::{TestNamespace, admin_client, kubeconfig_path, service_proxy_get, wait_until};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
+const WAIT: Duration = Duration::from_secs(240);
+/// One prompt turn (a tool call and the answer after it) through the stub model.
+const TURN: Duration = Duration::from_secs(90);
+const WORKSPACE: &str = "/workspace";
+/// The stub model on the testbed bridge (testbed/scripts/lib.sh `model_addr`).
+const MODEL_HOST: &str = "10.244.0.1";
+const MODEL_URL: &str = "http://10.244.0.1:18080/v1";
+/// The smallest sync interval the Agent CRD accepts: `interval` is a free-form duration and
+/// the controller rounds anything below one second up to one second.
+const SMALLEST_SYNC_INTERVAL: &str = "1s";
+
+/// A `controller run` process, killed when dropped; its log goes to a file the test reads.
+struct Controller {
+    _child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    async fn start(namespace: &str) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!("kubeoc-controller-{namespace}.log"));
+        let file = std::fs::File::create(&log)?;
+        let kubeconfig = kubeconfig_path();
+        let mut args = vec![
+            "--kubeconfig".to_string(),
+            kubeconfig.to_str().context("kubeconfig path")?.to_string(),
+            "-n".to_string(),
+            namespace.to_string(),
+            "controller".to_string(),
+            "run".to_string(),
+            "--lease-namespace".to_string(),
+            namespace.to_string(),
+        ];
+        if controller_has_flag("--metrics-addr").await {
+            args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        let child = tokio::process::Command::new(BINARY)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { _child: child, log })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn controller_has_flag(flag: &str) -> bool {
+    let help = tokio::process::Command::new(BINARY)
+        .args(["controller", "run", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    help.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+}
+
+async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+async fn apply(namespace: &str, manifest: &Value) -> anyhow::Result<()> {
+    kubectl(
+        &["-n", namespace, "apply", "-f", "-"],
+        Some(&serde_json::to_string(manifest)?),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Git repository on the host that pods clone over file://, owned by the pods' uid (git
+/// refuses repositories of other owners).
+struct Repository {
+    dir: PathBuf,
+}
+
+impl Repository {
+    fn create(name: &str) -> anyhow::Result<Self> {
+        let dir = kubeoc_testbed::git_repos_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let repo = Self { dir };
+        repo.git(&["init", "-q", "-b", "main"])?;
+        Ok(repo)
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    fn git(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.email=test@kubeoc.dev",
+                "-c",
+                "user.name=kubeoc-test",
+                "-c",
+                "safe.directory=*",
+                "-C",
+            ])
+            .arg(&self.dir)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Writes the files and commits them on the current branch.
+    fn commit(&self, files: &[(&str, &str)], message: &str) -> anyhow::Result<()> {
+        for (path, content) in files {
+            let path = self.dir.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
+        self.git(&["add", "."])?;
+        self.git(&["commit", "-q", "-m", message])?;
+        chown_pods_uid(&self.dir)
+    }
+}
+
+fn chown_pods_uid(dir: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(dir)
+        .status()?;
+    ensure!(status.success(), "chown -R 1000:1000 {}", dir.display());
+    Ok(())
+}
+
+/// The namespace with the CRDs installed, the Agents' ServiceAccount and a controller.
+async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<(TestNamespace, Controller)> {
+    install::apply(client).await?;
+    install::wait_established(client, Duration::from_secs(60)).await?;
+    let ns = TestNamespace::create(client, prefix).await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "serviceaccount",
+            "kubeopencode-agent",
+        ],
+        None,
+    )
+    .await?;
+    let controller = Controller::start(&ns.name).await?;
+    Ok((ns, controller))
+}
+
+/// opencode.json pointing OpenCode at the testbed's stub model.
+fn stub_model_config() -> Value {
+    json!({
+        "provider": {"stub": {
+            "npm": "@ai-sdk/openai-compatible",
+            "options": {"baseURL": MODEL_URL, "apiKey": "x"},
+            "models": {"stub-model": {}},
+        }},
+        "model": "stub/stub-model",
+    })
+}
+
+async fn ready_agent(agents: &Api<Agent>, name: &str) -> anyhow::Result<Agent> {
+    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
+        let agent = agents.get(name).await?;
+        let status = agent.status.as_ref();
+        let ready = status.and_then(|s| s.ready) == Some(true)
+            && status.and_then(|s| s.observed_generation) == agent.metadata.generation;
+        Ok(ready.then_some(agent))
+    })
+    .await
+}
+
+/// The Agent's server pod (there is exactly one when the Agent is Ready).
+async fn server_pod(client: &Client, namespace: &str, agent: &str) -> anyhow::Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("kubeopencode.io/agent={agent}")))
+        .await?;
+    let running: Vec<Pod> = list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    ensure!(
+        running.len() == 1,
+        "expected one server pod of {agent}, found {}",
+        running.len()
+    );
+    running.into_iter().next().context("no server pod")
+}
+
+fn restart_counts(pod: &Pod) -> Vec<(String, i32)> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| (c.name.clone(), c.restart_count))
+        .collect()
+}
+
+/// An Agent's OpenCode server, reached through the apiserver's service proxy with its password.
+struct Server {
+    client: Client,
+    namespace: String,
+    service: String,
+    token: String,
+}
+
+impl Server {
+    async fn connect(client: &Client, namespace: &str, agent: &str) -> anyhow::Result<Self> {
+        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get(&format!("{agent}-server-auth"))
+            .await?;
+        let password = secret
+            .data
+            .and_then(|d| {
+                d.get("password")
+                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            })
+            .context("no password in the auth Secret")?;
+        Ok(Self {
+            client: client.clone(),
+            namespace: namespace.to_string(),
+            service: format!("{agent}:http"),
+            token: kubeoc::opencode::client::auth_token(&password),
+        })
+    }
+
+    fn path(&self, path: &str) -> String {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        format!(
+            "{path}{separator}directory={WORKSPACE}&auth_token={}",
+            self.token
+        )
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (code, body) = service_proxy_get(
+            &self.client,
+            &self.namespace,
+            &self.service,
+            &self.path(path),
+        )
+        .await?;
+        ensure!(code == 200, "GET {path}: HTTP {code}: {body}");
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<String> {
+        let uri = format!(
+            "/api/v1/namespaces/{}/services/{}/proxy{}",
+            self.namespace,
+            self.service,
+            self.path(path)
+        );
+        let request = http::Request::post(uri)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body)?)?;
+        tokio::time::timeout(Duration::from_secs(30), self.client.request_text(request))
+            .await
+            .with_context(|| format!("POST {path}: no answer within 30s"))?
+            .with_context(|| format!("POST {path}"))
+    }
+
+    /// `GET /file/content`: a workspace file as OpenCode reads it ("" when it is missing).
+    async fn file(&self, path: &str) -> anyhow::Result<String> {
+        let content = self.get(&format!("/file/content?path={path}")).await?;
+        Ok(content["content"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `GET /file`: the names in a workspace directory.
+    async fn list(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        let nodes = self.get(&format!("/file?path={path}")).await?;
+        let mut names: Vec<String> = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Sends one prompt in a new session and waits for the turn to end; the session's messages.
+    async fn turn(&self, title: &str, prompt: &str) -> anyhow::Result<Vec<Value>> {
+        let created = self.post("/session", &json!({ "title": title })).await?;
+        let session: Value = serde_json::from_str(&created)?;
+        let id = session["id"]
+            .as_str()
+            .with_context(|| format!("session without id: {created}"))?
+            .to_string();
+        self.post(
+            &format!("/session/{id}/prompt_async"),
+            &json!({"parts": [{"type": "text", "text": prompt}]}),
+        )
+        .await?;
+        // Not finished yet is an error, so a timeout reports the messages seen last.
+        wait_until(&format!("the turn of session {title:?}"), TURN, || async {
+            let messages = self.get(&format!("/session/{id}/message")).await?;
+            let messages = messages.as_array().cloned().unwrap_or_default();
+            let finished = messages.last().is_some_and(|m| {
+                m["info"]["role"] == "assistant"
+                    && m["info"]["time"]["completed"].is_number()
+                    && m["info"]["finish"] != "tool-calls"
+            });
+            ensure!(finished, "turn not finished; messages: {}", json!(messages));
+            Ok(Some(messages))
+        })
+        .await
+    }
+
+    /// Makes OpenCode run `command` with its bash tool (the stub model calls the tool); the
+    /// tool's output.
+    async fn bash(&self, title: &str, command: &str) -> anyhow::Result<String> {
+        let args = json!({"command": command, "description": title});
+        let messages = self.turn(title, &format!("[[tool:bash:{args}]]")).await?;
+        let part = messages
+            .iter()
+            .flat_map(|m| m["parts"].as_array().into_iter().flatten())
+            .find(|p| p["type"] == "tool" && p["tool"] == "bash")
+            .with_context(|| format!("no bash tool part in {}", json!(messages)))?;
+        ensure!(
+            part["state"]["status"] == "completed",
+            "the bash tool did not complete: {part}"
+        );
+        Ok(part["state"]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// The lines of OpenCode's system prompt that contain `needle`, quoted by the stub model.
+    async fn system_lines(&self, needle: &str) -> anyhow::Result<String> {
+        let messages = self
+            .turn("system prompt", &format!("[[system:{needle}]]"))
+            .await?;
+        let answer = messages.last().context("no answer")?;
+        Ok(answer["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect())
+    }
+}
+
+/// No secret value in the controller's log, the namespace's events or the Agents' status.
+async fn assert_not_leaked(
+    namespace: &str,
+    controller: &Controller,
+    values: &[&str],
+) -> anyhow::Result<()> {
+    let events = kubectl(&["-n", namespace, "get", "events", "-o", "json"], None).await?;
+    let agents = kubectl(&["-n", namespace, "get", "agents", "-o", "json"], None).await?;
+    let log = controller.log();
+    for value in values {
+        for (what, text) in [
+            ("controller log", &log),
+            ("events", &events),
+            ("Agents", &agents),
+        ] {
+            assert!(
+                !text.contains(value),
+                "a secret value appears in the {what}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let (ns, controller) = prepare(&client, "agent-ctx").await?;
+    let n = ns.name.clone();
+
+    let pinned = Repository::create(&format!("{n}-pinned"))?;
+    pinned.commit(
+        &[
+            ("README.md", "main branch readme\n"),
+            ("MAIN_ONLY.md", "only on main\n"),
+        ],
+        "main",
+    )?;
+    pinned.git(&["checkout", "-q", "-b", "release"])?;
+    pinned.git(&["rm", "-q", "MAIN_ONLY.md"])?;
+    pinned.commit(&[("RELEASE.md", "release 1.2 notes\n")], "release")?;
+    pinned.git(&["checkout", "-q", "main"])?;
+    pinned.commit(&[("AFTER.md", "main moved on\n")], "main after release")?;
+    let live = Repository::create(&format!("{n}-live"))?;
+    live.commit(&[("README.md", "live repo v1\n")], "v1")?;
+
+    apply(
+        &n,
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "team-guides"},
+            "data": {
+                "style.md": "style guide: tabs are forbidden\n",
+                "review.md": "review guide: two approvals\n",
+            },
+        }),
+    )
+    .await?;
+    let instruction_marker = format!("inline-instruction-{n}");
+    apply(
+        &n,
+        &json!({
+            "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "ctx"},
+            "spec": {
+                "workspaceDir": WORKSPACE,
+                "serviceAccountName": "kubeopencode-agent",
+                "config": stub_model_config(),
+                "contexts": [
+                    {"name": "text-file", "type": "Text", "mountPath": "notes/text-context.md",
+                     "text": "text context with a mount path"},
+                    {"name": "text-inline", "type": "Text",
+                     "text": format!("Always answer politely. {instruction_marker}")},
+                    {"name": "one-key", "type": "ConfigMap", "mountPath": "guides/style.md",
+                     "configMap": {"name": "team-guides", "key": "style.md"}},
+                    {"name": "whole-map", "type": "ConfigMap",
+                     "mountPath": format!("{WORKSPACE}/all-guides"),
+                     "configMap": {"name": "team-guides"}},
+                    {"name": "pinned", "type": "Git", "mountPath": "repos/pinned",
+                     "git": {"repository": pinned.url(), "ref": "release"}},
+                    {"name": "live", "type": "Git", "mountPath": "repos/live",
+                     "git": {"repository": live.url(),
+                             "sync": {"enabled": true, "interval": SMALLEST_SYNC_INTERVAL}}},
+                ],
+            },
+        }),
+    )
+    .await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    let applied = Instant::now();
+    ready_agent(&agents, "ctx")
+        .await
+        .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    println!("ctx: apply to Ready in {:?}", applied.elapsed());
+    let server = Server::connect(&client, &n, "ctx").await?;
+
+    // Text with a mountPath (relative: under workspaceDir).
+    assert_eq!(
+        server.file("notes/text-context.md").await?,
+        "text context with a mount path"
+    );
+    // Text without a mountPath: in .kubeopencode/context.md, and in OpenCode's system prompt.
+    let context_md = server.file(".kubeopencode/context.md").await?;
+    assert!(
+        context_md.contains(&instruction_marker) && context_md.contains("name=\"text-inline\""),
+        "context.md: {context_md}"
+    );
+    let config = server.get("/config").await?;
+    assert!(
+        config["instructions"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p == "/workspace/.kubeopencode/context.md")),
+        "instructions in OpenCode's config: {}",
+        config["instructions"]
+    );
+    let quoted = server.system_lines(&instruction_marker).await?;
+    assert!(
+        quoted.contains(&format!("Always answer politely. {instruction_marker}")),
+        "the model was not given the inline context; it quoted: {quoted}"
+    );
+    // ConfigMap: one key as a file, the whole ConfigMap as a directory.
+    assert_eq!(
+        server.file("guides/style.md").await?,
+        "style guide: tabs are forbidden"
+    );
+    assert_eq!(
+        server.list("all-guides").await?,
+        vec!["review.md".to_string(), "style.md".to_string()]
+    );
+    assert_eq!(
+        server.file("all-guides/review.md").await?,
+        "review guide: two approvals"
+    );
+    // Git with a ref: the release branch, not main.
+    let pinned_files = server.list("repos/pinned").await?;
+    assert!(
+        pinned_files.contains(&"RELEASE.md".to_string())
+            && !pinned_files.contains(&"MAIN_ONLY.md".to_string())
+            && !pinned_files.contains(&"AFTER.md".to_string()),
+        "repos/pinned holds {pinned_files:?}"
+    );
+    assert_eq!(
+        server.file("repos/pinned/RELEASE.md").await?,
+        "release 1.2 notes"
+    );
+
+    // Git with HotReload sync: a new commit shows up in the server's checkout, no restart.
+    assert_eq!(server.file("repos/live/README.md").await?, "live repo v1");
+    let before = server_pod(&client, &n, "ctx").await?;
+    live.commit(
+        &[
+            ("NEW.md", "pushed after Ready\n"),
+            ("README.md", "live repo v2\n"),
+        ],
+        "v2",
+    )?;
+    let pushed = Instant::now();
+    wait_until(
+        "the new commit in the server's checkout",
+        Duration::from_secs(60),
+        || async {
+            let new = server.file("repos/live/NEW.md").await?;
+            let readme = server.file("repos/live/README.md").await?;
+            ensure!(
+                new == "pushed after Ready" && readme == "live repo v2",
+                "NEW.md {new:?}, README.md {readme:?}, repos/live {:?}",
+                server.list("repos/live").await?
+            );
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    println!(
+        "git sync (interval {SMALLEST_SYNC_INTERVAL}): commit -> file visible through the server in {:?}",
+        pushed.elapsed()
+    );
+    let after = server_pod(&client, &n, "ctx").await?;
+    assert_eq!(before.uid(), after.uid(), "the server pod was replaced");
+    assert_eq!(
+        restart_counts(&after),
+        restart_counts(&before),
+        "a container restarted"
+    );
+    assert!(
+        restart_counts(&after).iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        restart_counts(&after)
+    );
+
+    assert_not_leaked(&n, &controller, &[]).await?;
+    drop(controller);
+    ns.delete().await?;
+    let _ = std::fs::remove_dir_all(&pinned.dir);
+    let _ = std::fs::remove_dir_all(&live.dir);
+    Ok(())
+}
+
+/// A self-signed CA certificate (PEM) made with the openssl command.
+fn ca_certificate(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let cert = dir.join(format!("{name}.crt"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", &format!("/CN={name}")])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(std::fs::read_to_string(cert)?)
+}
+
+/// `printf 'NAME=%s\n' "${NAME-<unset>}"` for each name: one line per variable, also when unset.
+fn print_env(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("printf '{n}=%s\\n' \"${{{n}-<unset>}}\""))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn has_line(output: &str, line: &str) -> bool {
+    output.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let (ns, controller) = prepare(&client, "agent-creds").await?;
+    let n = ns.name.clone();
+    let certs = std::env::temp_dir().join(format!("kubeoc-{n}-ca"));
+    std::fs::create_dir_all(&certs)?;
+    let ca_one = ca_certificate(&certs, "kubeoc-test-ca-one")?;
+    let ca_two = ca_certificate(&certs, "kubeoc-test-ca-two")?;
+
+    // Values unique to this run, so a leak check cannot match anything else.
+    let suffix = n.rsplit('-').next().unwrap_or("x").to_string();
+    let team_token = format!("team-token-{suffix}-5f2a");
+    let team_region = format!("region-{suffix}-eu");
+    let ssh_key = format!("ssh-key-{suffix}-91c0");
+    let ssh_config = format!("Host git-{suffix}");
+    let api_key = format!("sk-api-{suffix}-77d3");
+    let gh_token = format!("gh-token-{suffix}-0b8e");
+    let secret = |name: &str, data: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+               "type": "Opaque", "stringData": data})
+    };
+    for manifest in [
+        secret(
+            "team-env",
+            json!({"TEAM_TOKEN": team_token, "TEAM_REGION": team_region}),
+        ),
+        secret(
+            "ssh-files",
+            json!({"id_ed25519": ssh_key, "config": ssh_config}),
+        ),
+        secret("ai-credentials", json!({"api-key": api_key})),
+        secret("gh", json!({"token": gh_token})),
+        secret("corp-ca-secret", json!({"ca.crt": ca_two})),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corp-ca"},
+               "data": {"ca-bundle.crt": ca_one}}),
+    ] {
+        apply(&n, &manifest).await?;
+    }
+
+    let no_proxy = format!("{MODEL_HOST},localhost,127.0.0.1");
+    let agent = |name: &str, extra: Value| {
+        let mut spec = json!({
+            "workspaceDir": WORKSPACE,
+            "serviceAccountName": "kubeopencode-agent",
+            "config": stub_model_config(),
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    apply(
+        &n,
+        &agent(
+            "creds",
+            json!({
+                "credentials": [
+                    {"name": "whole-env", "secretRef": {"name": "team-env"}},
+                    {"name": "ssh-dir", "secretRef": {"name": "ssh-files"},
+                     "mountPath": "/run/kubeoc-test/ssh"},
+                    {"name": "api-key", "secretRef": {"name": "ai-credentials", "key": "api-key"},
+                     "env": "MY_API_KEY"},
+                    {"name": "gh-file", "secretRef": {"name": "gh", "key": "token"},
+                     "mountPath": "/run/kubeoc-test/gh/token", "fileMode": 0o400},
+                ],
+                "caBundle": {"configMapRef": {"name": "corp-ca"}},
+                "proxy": {
+                    "httpProxy": "http://proxy.corp.example:3128",
+                    "httpsProxy": "http://secure-proxy.corp.example:3129",
+                    "noProxy": no_proxy,
+                },
+            }),
+        ),
+    )
+    .await?;
+    apply(
+        &n,
+        &agent(
+            "ca-secret",
+            json!({"caBundle": {"secretRef": {"name": "corp-ca-secret"}}}),
+        ),
+    )
+    .await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    let applied = Instant::now();
+    for name in ["creds", "ca-secret"] {
+        ready_agent(&agents, name)
+            .await
+            .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    }
+    println!(
+        "creds, ca-secret: apply to both Ready in {:?}",
+        applied.elapsed()
+    );
+
+    let server = Server::connect(&client, &n, "creds").await?;
+    let vars = [
+        "TEAM_TOKEN",
+        "TEAM_REGION",
+        "MY_API_KEY",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "NODE_EXTRA_CA_CERTS",
+        "CUSTOM_CA_CERT_PATH",
+    ];
+    let command = format!(
+        "{}; for f in /run/kubeoc-test/ssh/* /run/kubeoc-test/gh/token; do \
+         printf 'file %s %s ' \"$f\" \"$(stat -L -c %a \"$f\")\"; cat \"$f\"; echo; done; \
+         cat \"$NODE_EXTRA_CA_CERTS\"",
+        print_env(&vars)
+    );
+    let output = server.bash("credentials", &command).await?;
+    println!(
+        "creds: the server's bash tool printed {} bytes",
+        output.len()
+    );
+    let expected_no_proxy = format!("{no_proxy},.svc,.cluster.local");
+    for line in [
+        format!("TEAM_TOKEN={team_token}"),
+        format!("TEAM_REGION={team_region}"),
+        format!("MY_API_KEY={api_key}"),
+        "HTTP_PROXY=http://proxy.corp.example:3128".to_string(),
+        "http_proxy=http://proxy.corp.example:3128".to_string(),
+        "HTTPS_PROXY=http://secure-proxy.corp.example:3129".to_string(),
+        "https_proxy=http://secure-proxy.corp.example:3129".to_string(),
+        format!("NO_PROXY={expected_no_proxy}"),
+        format!("no_proxy={expected_no_proxy}"),
+        "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/custom-ca/tls.crt".to_string(),
+        "CUSTOM_CA_CERT_PATH=/etc/ssl/certs/custom-ca/tls.crt".to_string(),
+        // Secret files: 0600 by default, 0400 as asked; with the pod's fsGroup the kubelet
+        // adds group read (0640, 0440).
+        format!("file /run/kubeoc-test/ssh/config 640 {ssh_config}"),
+        format!("file /run/kubeoc-test/ssh/id_ed25519 640 {ssh_key}"),
+        format!("file /run/kubeoc-test/gh/token 440 {gh_token}"),
+    ] {
+        assert!(
+            has_line(&output, &line),
+            "no line {line:?} in the bash tool's output:\n{output}"
+        );
+    }
+    assert!(
+        output.contains(ca_one.trim()),
+        "the CA file is not the ConfigMap's bundle:\n{output}"
+    );
+
+    let other = Server::connect(&client, &n, "ca-secret").await?;
+    let output = other
+        .bash(
+            "ca from a secret",
+            &format!(
+                "{}; cat \"$NODE_EXTRA_CA_CERTS\"",
+                print_env(&["NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "TEAM_TOKEN"])
+            ),
+        )
+        .await?;
+    for line in [
+        "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/custom-ca/tls.crt",
+        "HTTP_PROXY=<unset>",
+        "TEAM_TOKEN=<unset>",
+    ] {
+        assert!(has_line(&output, line), "no line {line:?} in:\n{output}");
+    }
+    assert!(
+        output.contains(ca_two.trim()),
+        "the CA file is not the Secret's bundle:\n{output}"
+    );
+
+    assert_not_leaked(
+        &n,
+        &controller,
+        &[&team_token, &team_region, &ssh_key, &api_key, &gh_token],
+    )
+    .await?;
+    drop(controller);
+    ns.delete().await?;
+    let _ = std::fs::remove_dir_all(&certs);
+    Ok(())
+}
