@@ -568,7 +568,26 @@ const METRICS: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
     use super::*;
+    use crate::api::{AgentSpec, AgentStatus};
+
+    fn agent(name: &str, phase: Option<AgentPhase>) -> Agent {
+        let mut agent = Agent::new(name, AgentSpec::default());
+        agent.metadata.namespace = Some("ns".into());
+        agent.status = phase.map(|phase| AgentStatus {
+            phase: Some(phase),
+            ..AgentStatus::default()
+        });
+        agent
+    }
+
+    /// The sample lines of `text` (no comments), for exact assertions.
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
 
     #[test]
     fn metrics_addr_zero_disables_and_colon_port_listens_everywhere() {
@@ -581,7 +600,167 @@ mod tests {
             parse_addr(":9090"),
             Ok(Some(SocketAddr::from(([0, 0, 0, 0], 9090))))
         );
+        assert_eq!(
+            "[::1]:8080".parse::<MetricsAddr>(),
+            Ok(MetricsAddr(Some(SocketAddr::from((
+                std::net::Ipv6Addr::LOCALHOST,
+                8080
+            )))))
+        );
         assert!(parse_addr("localhost").is_err());
         assert!(parse_addr("").is_err());
+    }
+
+    #[test]
+    fn reconciles_are_counted_by_kind_and_result_and_timed() -> Result<(), std::fmt::Error> {
+        let metrics = Metrics::new();
+        metrics.register_kind("Agent");
+        let fresh = metrics.encode()?;
+        assert!(
+            samples(&fresh).contains(&r#"kubeoc_reconcile_total{kind="Agent",result="error"} 0"#),
+            "{fresh}"
+        );
+        metrics.reconcile_started("Agent").finish(true);
+        metrics.reconcile_started("Agent").finish(true);
+        metrics.reconcile_started("Agent").finish(false);
+        let running = metrics.reconcile_started("Agent");
+        let text = metrics.encode()?;
+        let lines = samples(&text);
+        for expected in [
+            r#"kubeoc_reconcile_total{kind="Agent",result="success"} 2"#,
+            r#"kubeoc_reconcile_total{kind="Agent",result="error"} 1"#,
+            r#"kubeoc_reconcile_errors_total{kind="Agent"} 1"#,
+            r#"kubeoc_reconcile_duration_seconds_count{kind="Agent"} 3"#,
+            r#"kubeoc_reconcile_duration_seconds_bucket{kind="Agent",le="+Inf"} 3"#,
+            r#"kubeoc_reconciles_in_flight{kind="Agent"} 1"#,
+            r#"kubeoc_build_info{version="0.1.0"} 1"#,
+        ] {
+            assert!(lines.contains(&expected), "no {expected:?} in\n{text}");
+        }
+        assert!(text.contains("# TYPE kubeoc_reconcile_duration_seconds histogram"));
+        assert!(text.contains("# TYPE kubeoc_reconcile_total counter"));
+        // A cancelled reconcile leaves the in-flight gauge without counting as either result.
+        drop(running);
+        let text = metrics.encode()?;
+        let lines = samples(&text);
+        assert!(lines.contains(&r#"kubeoc_reconciles_in_flight{kind="Agent"} 0"#));
+        assert!(lines.contains(&r#"kubeoc_reconcile_duration_seconds_count{kind="Agent"} 3"#));
+        Ok(())
+    }
+
+    #[test]
+    fn the_leader_gauge_follows_the_role() -> Result<(), std::fmt::Error> {
+        let metrics = Metrics::new();
+        let leader = |m: &Metrics| -> Result<bool, std::fmt::Error> {
+            let text = m.encode()?;
+            Ok(samples(&text).contains(&"kubeoc_leader 1"))
+        };
+        assert!(!leader(&metrics)?);
+        metrics.set_role(Role::Standby {
+            lease: "ns/kubeoc-controller".into(),
+        });
+        assert!(!leader(&metrics)?);
+        metrics.set_role(Role::Leading { synced: false });
+        assert!(leader(&metrics)?);
+        metrics.mark_synced();
+        assert_eq!(metrics.role(), Role::Leading { synced: true });
+        metrics.set_role(Role::Stopping);
+        metrics.mark_synced();
+        assert_eq!(
+            metrics.role(),
+            Role::Stopping,
+            "syncing late does not revive"
+        );
+        assert!(!leader(&metrics)?);
+        Ok(())
+    }
+
+    #[test]
+    fn agents_are_counted_by_phase_from_the_cache_at_scrape_time() -> Result<(), std::fmt::Error> {
+        let metrics = Metrics::new();
+        assert!(
+            !metrics.encode()?.contains("kubeoc_agents"),
+            "no cache, no claim"
+        );
+        let mut writer: Writer<Agent> = Writer::default();
+        metrics.watch_agents(writer.as_reader());
+        writer.apply_watcher_event(&Event::Init);
+        for a in [
+            agent("a", Some(AgentPhase::Ready)),
+            agent("b", Some(AgentPhase::Ready)),
+            agent("c", Some(AgentPhase::Degraded)),
+            agent("d", None),
+        ] {
+            writer.apply_watcher_event(&Event::InitApply(a));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        let text = metrics.encode()?;
+        let lines = samples(&text);
+        for expected in [
+            r#"kubeoc_agents{phase="Ready"} 2"#,
+            r#"kubeoc_agents{phase="Degraded"} 1"#,
+            r#"kubeoc_agents{phase="NotReady"} 0"#,
+            r#"kubeoc_agents{phase="Suspended"} 0"#,
+            r#"kubeoc_agents{phase="Unknown"} 1"#,
+        ] {
+            assert!(lines.contains(&expected), "no {expected:?} in\n{text}");
+        }
+        assert!(text.contains("# TYPE kubeoc_agents gauge"));
+        // Computed per scrape: a deletion shows at the next one.
+        writer.apply_watcher_event(&Event::Delete(agent("c", None)));
+        let text = metrics.encode()?;
+        assert!(samples(&text).contains(&r#"kubeoc_agents{phase="Degraded"} 0"#));
+        Ok(())
+    }
+
+    #[test]
+    fn count_phases_lists_every_phase() {
+        let counts = count_phases(&[agent("a", Some(AgentPhase::Suspended))]);
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            [
+                ("Degraded", 0),
+                ("NotReady", 0),
+                ("Ready", 0),
+                ("Suspended", 1),
+                ("Unknown", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn readiness_is_ok_for_a_synced_leader_and_a_standby_only() {
+        let standby = Role::Standby {
+            lease: "ns/kubeoc-controller".into(),
+        };
+        let (code, body) = readiness(&Role::Leading { synced: true }, Ok(()));
+        assert_eq!(
+            (code, body.as_str()),
+            (StatusCode::OK, "ok: leader, reconcilers running\n")
+        );
+        let (code, body) = readiness(&standby, Ok(()));
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("standby") && body.contains("ns/kubeoc-controller"),
+            "{body}"
+        );
+        for (role, api, says) in [
+            (Role::Starting, Ok(()), "starting"),
+            (Role::Stopping, Ok(()), "shutting down"),
+            (Role::Leading { synced: false }, Ok(()), "caches"),
+            (
+                Role::Leading { synced: true },
+                Err("connection refused"),
+                "connection refused",
+            ),
+            (standby, Err("timed out"), "cannot reach the API server"),
+        ] {
+            let (code, body) = readiness(&role, api);
+            assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{role:?}");
+            assert!(
+                body.starts_with("not ready") && body.contains(says),
+                "{role:?}: {body}"
+            );
+        }
     }
 }
