@@ -2088,7 +2088,7 @@ async fn wait_for(
             };
             Err(anyhow!(
                 "timed out waiting for agent {name:?} in namespace {ns:?} to {}; last seen: {seen}",
-                for_.describe().trim_start_matches("be ")
+                for_.describe()
             ))
         }
     }
