@@ -50,9 +50,9 @@ kubectl -n "$ns" patch agent team-agent --type merge -p "{\"spec\":{\"config\":{
 
 start=$(date +%s)
 say "waiting for team-agent to be Ready (Deployment available and /global/health answered)"
-kubectl -n "$ns" wait agent/team-agent --for=jsonpath='{.status.ready}'=true --timeout=240s >/dev/null
+"$plugin" -n "$ns" agent wait team-agent --for=ready --timeout=240s >/dev/null
 say "team-agent Ready in $(( $(date +%s) - start ))s"
-kubectl -n "$ns" get agent team-agent -o wide
+"$plugin" agent list -n "$ns" -o wide
 kubectl -n "$ns" get agent team-agent -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.message}){"\n"}{end}'
 
 # Until Tasks land, ask the server directly through the service proxy, as a Task will.
@@ -73,6 +73,7 @@ cat <<MSG
 
 Next:
   export KUBECONFIG=$kubeconfig
-  kubectl get agents -A -o wide
+  kubectl kubeoc agent list -A -o wide
+  kubectl kubeoc agent describe team-agent -n $ns
   kubectl kubeoc agent attach team-agent -n $ns   # the chat terminal: coming with the attach issue
 MSG
