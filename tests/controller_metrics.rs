@@ -56,6 +56,19 @@ impl Controller {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits for the exit; (status, log).
+    async fn interrupt(mut self) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let pid = self.child.id().context("the controller already exited")?;
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()?;
+        ensure!(sent.success(), "kill -INT {pid} failed");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .with_context(|| format!("still running after Ctrl-C:\n{}", self.log()))??;
+        Ok((status, self.log()))
+    }
+
     /// The address from the `serving metrics and health probes addr=...` log line.
     async fn metrics_addr(&self) -> anyhow::Result<String> {
         wait_until("the metrics address in the log", WAIT, || async {
@@ -261,7 +274,16 @@ async fn a_leader_and_a_standby_serve_health_readiness_and_metrics() -> anyhow::
     let (_, text) = get(&addr, "/metrics").await?;
     assert_eq!(sample(&text, "kubeoc_leader"), Some(1.0), "{text}");
 
-    drop((leader, standby));
+    // Ctrl-C stops the endpoint with the controller.
+    for controller in [standby, leader] {
+        let addr = controller.metrics_addr().await?;
+        let (status, log) = controller.interrupt().await?;
+        ensure!(status.success(), "exit {status} after Ctrl-C:\n{log}");
+        assert!(
+            tokio::net::TcpStream::connect(&addr).await.is_err(),
+            "{addr} still accepts after the controller stopped"
+        );
+    }
     ns.delete().await
 }
 

@@ -63,10 +63,11 @@ where
 
 /// Runs until Ctrl-C (or lost leadership, which is an error: the process should restart).
 pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
-    // Serve before anything else: probes must answer while we wait for the Lease.
     // Recorded even without an endpoint: it costs a few atomics and keeps one code path.
     let metrics = Arc::new(Metrics::new());
     metrics.register_kind("Agent");
+    // Serve before anything else: probes must answer while we wait for the Lease, and keep
+    // serving (readyz 503) while in-flight reconciles drain.
     let server = match options.metrics_addr {
         Some(addr) => Some(metrics::Server::start(addr, metrics.clone(), client.clone()).await?),
         None => None,
