@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -16,8 +15,8 @@ use kubeoc::api::Agent;
 use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
 use support::{
-    Controller, Run, kubectl, kubeoc, kubeoc_with_input, local_repository, prepare_namespace,
-    stub_model_config,
+    Controller, Run, Streaming, kubectl, kubeoc, kubeoc_with_input, local_repository,
+    prepare_namespace, stub_model_config,
 };
 
 /// Apply to Ready measured 6 to 17 s; the deadline leaves room for a loaded machine.
@@ -293,6 +292,24 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
     }
     outputs.push(("describe".into(), described));
 
+    // The controller's Ready Event shows up in describe (published just after the status).
+    let with_event = wait_until(
+        "the Ready Event in describe",
+        Duration::from_secs(60),
+        || async {
+            let run = kubeoc(&["-n", &n, "agent", "describe", "dev"]).await?;
+            Ok(run
+                .stdout
+                .lines()
+                .any(|l| {
+                    l.contains("Normal") && l.contains("Ready") && l.contains("kubeoc-controller")
+                })
+                .then_some(run))
+        },
+    )
+    .await?;
+    outputs.push(("describe with events".into(), with_event));
+
     // logs: OpenCode's own start-up line.
     let logs = kubeoc(&["-n", &n, "agent", "logs", "dev"])
         .await?
@@ -300,23 +317,26 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
     assert!(logs.stdout.contains("listening"), "{logs}");
     outputs.push(("logs".into(), logs));
 
-    // Secret values appear in no output.
-    let password = server_password(&client, &n, "dev").await?;
-    for (what, run) in &outputs {
-        for (secret, value) in [
-            ("the server password", password.as_str()),
-            ("the credential", CREDENTIAL_VALUE),
-            ("the whole-Secret credential", WHOLE_SECRET_VALUE),
-        ] {
-            assert!(!run.all().contains(value), "{secret} appears in `{what}`");
-        }
-    }
+    // logs -f streams until the server pod ends: the suspend below ends it.
+    let mut follow = Streaming::start(&["-n", &n, "agent", "logs", "dev", "-f"])?;
+    wait_until(
+        "logs -f to print the listening line",
+        Duration::from_secs(30),
+        || async { Ok(follow.text().contains("listening").then_some(())) },
+    )
+    .await
+    .with_context(|| format!("logs -f printed:\n{}", follow.text()))?;
+    ensure!(
+        follow.exited()?.is_none(),
+        "logs -f ended while the pod runs"
+    );
 
     // suspend: the Deployment goes to zero; logs explain why there are none.
     let suspended = kubeoc(&["-n", &n, "agent", "suspend", "dev"])
         .await?
         .ok("suspend")?;
     assert_eq!(suspended.stdout, "agent.kubeopencode.io/dev suspended\n");
+    outputs.push(("suspend".into(), suspended));
     kubeoc(&[
         "-n",
         &n,
@@ -358,6 +378,19 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
             .then_some(()))
     })
     .await?;
+    let followed = follow
+        .wait_exit(WAIT)
+        .await
+        .context("logs -f after the pod ended")?;
+    assert_eq!(followed, Some(0), "logs -f exit code");
+    outputs.push((
+        "logs -f".into(),
+        Run {
+            code: followed,
+            stdout: follow.text(),
+            stderr: String::new(),
+        },
+    ));
     let no_logs = kubeoc(&["-n", &n, "agent", "logs", "dev"])
         .await?
         .expect_code(1, "logs of a suspended agent")?;
@@ -368,6 +401,19 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
                 .contains(&format!("kubectl kubeoc agent resume dev -n {n}")),
         "{no_logs}"
     );
+    outputs.push(("logs while suspended".into(), no_logs));
+
+    // Secret values appear in no output.
+    let password = server_password(&client, &n, "dev").await?;
+    for (what, run) in &outputs {
+        for (secret, value) in [
+            ("the server password", password.as_str()),
+            ("the credential", CREDENTIAL_VALUE),
+            ("the whole-Secret credential", WHOLE_SECRET_VALUE),
+        ] {
+            assert!(!run.all().contains(value), "{secret} appears in `{what}`");
+        }
+    }
 
     // resume: ready again.
     let resumed = kubeoc(&["-n", &n, "agent", "resume", "dev"])
@@ -689,37 +735,11 @@ async fn errors_say_what_failed_and_exit_with_kubectl_codes() -> anyhow::Result<
 /// `list -w` keeps running: the table when the first Agent appears, then a row per change.
 #[tokio::test]
 async fn list_watch_prints_a_row_per_change() -> anyhow::Result<()> {
-    use tokio::io::AsyncReadExt as _;
     let client = admin_client().await?;
     let ns = prepare_namespace(&client, "agent-cli-watch").await?;
     let n = ns.name.clone();
-    let kubeconfig = kubeoc_testbed::kubeconfig_path();
-    let mut child = tokio::process::Command::new(support::BINARY)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["-n", &n, "agent", "list", "-w"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().context("no stdout")?;
-    let reader = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut text) = seen.lock() {
-                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        })
-    };
-    let text = || seen.lock().map(|t| t.clone()).unwrap_or_default();
+    let mut watch = Streaming::start(&["-n", &n, "agent", "list", "-w"])?;
+    let text = || watch.text();
     // Whether the watch lists before or after this create, the Agent shows under one header.
     kubeoc(&[
         "-n",
@@ -767,8 +787,7 @@ async fn list_watch_prints_a_row_per_change() -> anyhow::Result<()> {
         "one header:\n{}",
         text()
     );
-    ensure!(child.try_wait()?.is_none(), "list -w ended by itself");
-    drop(child);
-    reader.abort();
+    ensure!(watch.exited()?.is_none(), "list -w ended by itself");
+    drop(watch);
     ns.delete().await
 }

@@ -254,3 +254,82 @@ pub fn stub_model_config() -> Value {
         "model": "stub/stub-model",
     })
 }
+
+/// A long-running `kubectl kubeoc` (`-w`, `logs -f`) whose stdout is collected as it comes;
+/// killed when dropped.
+pub struct Streaming {
+    child: tokio::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Streaming {
+    /// Starts `kubectl kubeoc --kubeconfig <testbed> ARGS`.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        use tokio::io::AsyncReadExt as _;
+        let mut child = tokio::process::Command::new(BINARY)
+            .arg("--kubeconfig")
+            .arg(kubeconfig()?)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting kubectl kubeoc {args:?}"))?;
+        let mut stdout = child.stdout.take().context("no stdout")?;
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let output = output.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stdout.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut text) = output.lock() {
+                        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            child,
+            output,
+            reader,
+        })
+    }
+
+    /// Its stdout so far.
+    pub fn text(&self) -> String {
+        self.output.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The exit code once it has ended by itself (`Some(None)`: killed by a signal), `None`
+    /// while it runs.
+    pub fn exited(&mut self) -> anyhow::Result<Option<Option<i32>>> {
+        Ok(self.child.try_wait()?.map(|status| status.code()))
+    }
+}
+
+impl Streaming {
+    /// Waits for it to end by itself; its exit code (`None`: killed by a signal).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .with_context(|| {
+                format!(
+                    "still running after {timeout:?}; printed so far:\n{}",
+                    self.text()
+                )
+            })??;
+        Ok(status.code())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
