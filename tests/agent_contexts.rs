@@ -349,8 +349,9 @@ impl Server {
             &json!({"parts": [{"type": "text", "text": prompt}]}),
         )
         .await?;
+        let started = Instant::now();
         // Not finished yet is an error, so a timeout reports the messages seen last.
-        wait_until(&format!("the turn of session {title:?}"), TURN, || async {
+        let messages = wait_until(&format!("the turn of session {title:?}"), TURN, || async {
             let messages = self.get(&format!("/session/{id}/message")).await?;
             let messages = messages.as_array().cloned().unwrap_or_default();
             let finished = messages.last().is_some_and(|m| {
@@ -361,19 +362,31 @@ impl Server {
             ensure!(finished, "turn not finished; messages: {}", json!(messages));
             Ok(Some(messages))
         })
-        .await
+        .await?;
+        println!(
+            "{}: turn {title:?} answered in {:?}",
+            self.service,
+            started.elapsed()
+        );
+        Ok(messages)
     }
 
-    /// Makes OpenCode run `command` with its bash tool (the stub model calls the tool); the
-    /// tool's output.
-    async fn bash(&self, title: &str, command: &str) -> anyhow::Result<String> {
-        let args = json!({"command": command, "description": title});
-        let messages = self.turn(title, &format!("[[tool:bash:{args}]]")).await?;
-        let part = messages
+    /// Makes OpenCode call tool `name` with `args` (the stub model asks for the call); the
+    /// tool part of the answer (`state.status` completed or error, `state.output`...).
+    async fn tool(&self, title: &str, name: &str, args: &Value) -> anyhow::Result<Value> {
+        let messages = self.turn(title, &format!("[[tool:{name}:{args}]]")).await?;
+        messages
             .iter()
             .flat_map(|m| m["parts"].as_array().into_iter().flatten())
-            .find(|p| p["type"] == "tool" && p["tool"] == "bash")
-            .with_context(|| format!("no bash tool part in {}", json!(messages)))?;
+            .find(|p| p["type"] == "tool" && p["tool"] == name)
+            .cloned()
+            .with_context(|| format!("no {name} tool part in {}", json!(messages)))
+    }
+
+    /// Makes OpenCode run `command` with its bash tool; the tool's output.
+    async fn bash(&self, title: &str, command: &str) -> anyhow::Result<String> {
+        let args = json!({"command": command, "description": title});
+        let part = self.tool(title, "bash", &args).await?;
         ensure!(
             part["state"]["status"] == "completed",
             "the bash tool did not complete: {part}"
@@ -473,6 +486,11 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
                      "text": "text context with a mount path"},
                     {"name": "text-inline", "type": "Text",
                      "text": format!("Always answer politely. {instruction_marker}")},
+                    {"name": "script", "type": "Text", "mountPath": "scripts/hello.sh",
+                     "fileMode": 0o755,
+                     "text": "#!/bin/sh\necho hello from a context script\n"},
+                    {"name": "review-inline", "type": "ConfigMap",
+                     "configMap": {"name": "team-guides", "key": "review.md"}},
                     {"name": "one-key", "type": "ConfigMap", "mountPath": "guides/style.md",
                      "configMap": {"name": "team-guides", "key": "style.md"}},
                     {"name": "whole-map", "type": "ConfigMap",
@@ -507,6 +525,11 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
         context_md.contains(&instruction_marker) && context_md.contains("name=\"text-inline\""),
         "context.md: {context_md}"
     );
+    assert!(
+        context_md.contains("name=\"review-inline\"")
+            && context_md.contains("review guide: two approvals"),
+        "context.md lacks the ConfigMap context without mountPath: {context_md}"
+    );
     let config = server.get("/config").await?;
     assert!(
         config["instructions"]
@@ -519,6 +542,22 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
     assert!(
         quoted.contains(&format!("Always answer politely. {instruction_marker}")),
         "the model was not given the inline context; it quoted: {quoted}"
+    );
+    let quoted = server.system_lines("review guide").await?;
+    assert!(
+        quoted.contains("review guide: two approvals"),
+        "the model was not given the ConfigMap context; it quoted: {quoted}"
+    );
+    // fileMode: the script context is executable where OpenCode runs commands.
+    let ran = server
+        .bash(
+            "script",
+            "stat -c 'mode %a' scripts/hello.sh; ./scripts/hello.sh",
+        )
+        .await?;
+    assert!(
+        has_line(&ran, "mode 755") && has_line(&ran, "hello from a context script"),
+        "running the script context: {ran}"
     );
     // ConfigMap: one key as a file, the whole ConfigMap as a directory.
     assert_eq!(
@@ -618,6 +657,137 @@ fn ca_certificate(dir: &Path, name: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(cert)?)
 }
 
+/// A certificate for `ip` signed by CA `ca` (made by [`ca_certificate`]): (cert, key) paths.
+fn server_certificate(dir: &Path, ca: &str, ip: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (
+        dir.join(format!("{ca}-server.crt")),
+        dir.join(format!("{ca}-server.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-CA")
+        .arg(dir.join(format!("{ca}.crt")))
+        .arg("-CAkey")
+        .arg(dir.join(format!("{ca}.key")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", &format!("/CN={ip}")])
+        .args(["-addext", &format!("subjectAltName=IP:{ip}")])
+        .args(["-addext", "basicConstraints=CA:FALSE"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "openssl req (server) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((cert, key))
+}
+
+/// A free TCP port on the testbed bridge address.
+fn free_bridge_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind((MODEL_HOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `openssl s_server -www` on the bridge address with the given certificate: an HTTPS server
+/// that pods reach, killed when dropped.
+async fn tls_server(cert: &Path, key: &Path) -> anyhow::Result<(tokio::process::Child, u16)> {
+    let port = free_bridge_port()?;
+    let child = tokio::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("{MODEL_HOST}:{port}"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_until(
+        "openssl s_server to listen",
+        Duration::from_secs(10),
+        || async {
+            Ok(tokio::net::TcpStream::connect((MODEL_HOST, port))
+                .await
+                .ok()
+                .map(drop))
+        },
+    )
+    .await?;
+    Ok((child, port))
+}
+
+/// A forward proxy on the bridge address that records request lines: plain requests get a
+/// 200 answer naming the proxy, CONNECT gets 403.
+struct RecordingProxy {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingProxy {
+    async fn start() -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind((MODEL_HOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    if let Ok(mut seen) = record.lock() {
+                        seen.push(line.clone());
+                    }
+                    let answer = if line.starts_with("CONNECT ") {
+                        "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_string()
+                    } else {
+                        let body = format!("answered by the kubeoc test proxy: {line}");
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Ok(Self { port, seen, task })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{MODEL_HOST}:{}", self.port)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `printf 'NAME=%s\n' "${NAME-<unset>}"` for each name: one line per variable, also when unset.
 fn print_env(names: &[&str]) -> String {
     names
@@ -640,6 +810,13 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     std::fs::create_dir_all(&certs)?;
     let ca_one = ca_certificate(&certs, "kubeoc-test-ca-one")?;
     let ca_two = ca_certificate(&certs, "kubeoc-test-ca-two")?;
+    // HTTPS servers on the bridge with certificates from each CA, and two recording proxies.
+    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-one", MODEL_HOST)?;
+    let (_tls_one, port_one) = tls_server(&cert, &key).await?;
+    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-two", MODEL_HOST)?;
+    let (_tls_two, port_two) = tls_server(&cert, &key).await?;
+    let http_proxy = RecordingProxy::start().await?;
+    let https_proxy = RecordingProxy::start().await?;
 
     // Values unique to this run, so a leak check cannot match anything else.
     let suffix = n.rsplit('-').next().unwrap_or("x").to_string();
@@ -700,8 +877,8 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
                 ],
                 "caBundle": {"configMapRef": {"name": "corp-ca"}},
                 "proxy": {
-                    "httpProxy": "http://proxy.corp.example:3128",
-                    "httpsProxy": "http://secure-proxy.corp.example:3129",
+                    "httpProxy": http_proxy.url(),
+                    "httpsProxy": https_proxy.url(),
                     "noProxy": no_proxy,
                 },
             }),
@@ -758,10 +935,10 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
         format!("TEAM_TOKEN={team_token}"),
         format!("TEAM_REGION={team_region}"),
         format!("MY_API_KEY={api_key}"),
-        "HTTP_PROXY=http://proxy.corp.example:3128".to_string(),
-        "http_proxy=http://proxy.corp.example:3128".to_string(),
-        "HTTPS_PROXY=http://secure-proxy.corp.example:3129".to_string(),
-        "https_proxy=http://secure-proxy.corp.example:3129".to_string(),
+        format!("HTTP_PROXY={}", http_proxy.url()),
+        format!("http_proxy={}", http_proxy.url()),
+        format!("HTTPS_PROXY={}", https_proxy.url()),
+        format!("https_proxy={}", https_proxy.url()),
         format!("NO_PROXY={expected_no_proxy}"),
         format!("no_proxy={expected_no_proxy}"),
         "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/custom-ca/tls.crt".to_string(),
@@ -802,6 +979,84 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     assert!(
         output.contains(ca_two.trim()),
         "the CA file is not the Secret's bundle:\n{output}"
+    );
+
+    // The CA bundles are trusted by OpenCode itself: its webfetch tool reaches an HTTPS server
+    // whose certificate comes from the Agent's CA, and fails on the other CA's server.
+    let fetch =
+        |port: u16| json!({"url": format!("https://{MODEL_HOST}:{port}/"), "format": "text"});
+    for (server, name, trusted, untrusted) in [
+        (&server, "creds (caBundle.configMapRef)", port_one, port_two),
+        (&other, "ca-secret (caBundle.secretRef)", port_two, port_one),
+    ] {
+        let ok = server
+            .tool("trusted https", "webfetch", &fetch(trusted))
+            .await?;
+        assert!(
+            ok["state"]["status"] == "completed"
+                && ok["state"]["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("s_server")),
+            "{name}: webfetch of the server signed by its CA: {ok}"
+        );
+        let refused = server
+            .tool("untrusted https", "webfetch", &fetch(untrusted))
+            .await?;
+        assert_eq!(
+            refused["state"]["status"], "error",
+            "{name}: webfetch of a server signed by another CA: {refused}"
+        );
+        println!(
+            "{name}: own CA trusted; other CA refused with {}",
+            refused["state"]["error"]
+        );
+    }
+
+    // The proxies are used by OpenCode: plain HTTP through httpProxy, HTTPS as CONNECT through
+    // httpsProxy, and noProxy keeps the model and the bridge address direct.
+    let plain = server
+        .tool(
+            "via proxy",
+            "webfetch",
+            &json!({"url": "http://kubeoc-proxy-check.invalid/plain", "format": "text"}),
+        )
+        .await?;
+    assert!(
+        plain["state"]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains(
+                "answered by the kubeoc test proxy: GET http://kubeoc-proxy-check.invalid/plain"
+            )),
+        "webfetch through HTTP_PROXY: {plain}"
+    );
+    let tunnelled = server
+        .tool(
+            "via https proxy",
+            "webfetch",
+            &json!({"url": "https://kubeoc-proxy-check.invalid/secure", "format": "text"}),
+        )
+        .await?;
+    let connects = https_proxy.seen();
+    assert!(
+        connects
+            .iter()
+            .any(|l| l.starts_with("CONNECT kubeoc-proxy-check.invalid:443 ")),
+        "the HTTPS proxy saw {connects:?}; the tool: {tunnelled}"
+    );
+    let through_plain = http_proxy.seen();
+    assert!(
+        through_plain
+            .iter()
+            .chain(&connects)
+            .all(|l| !l.contains(MODEL_HOST)),
+        "noProxy was ignored: the proxies saw {through_plain:?} {connects:?}"
+    );
+    assert!(
+        other
+            .bash("no proxy", &print_env(&["HTTP_PROXY"]))
+            .await?
+            .contains("HTTP_PROXY=<unset>"),
+        "ca-secret has no proxy"
     );
 
     assert_not_leaked(
