@@ -99,7 +99,16 @@ fn agent_error(err: kube::Error, doing: &str, name: &str, namespace: &str) -> an
     if let kube::Error::Api(status) = &err
         && status.code == 404
     {
-        if status.details.as_ref().is_some_and(|d| d.name == name) {
+        let (kind, object) = status
+            .details
+            .as_ref()
+            .map_or(("", ""), |d| (d.kind.as_str(), d.name.as_str()));
+        if kind == "namespaces" {
+            return anyhow!(
+                "{doing} agent {name:?}: namespace {namespace:?} not found (list them with: kubectl get namespaces)"
+            );
+        }
+        if object == name {
             return not_found(name, namespace);
         }
         return missing_api(err);
@@ -688,12 +697,7 @@ async fn post_agent(
         Err(err) if is_api_code(&err, 409) => Err(anyhow!(
             "agent {name:?} already exists in namespace {namespace:?} (see it with: kubectl kubeoc agent describe {name} -n {namespace})"
         )),
-        Err(err) if is_api_code(&err, 404) => Err(missing_api(err)),
-        Err(err) => Err(crate::Error::kube(
-            format!("creating agent {name:?} in namespace {namespace:?}"),
-            err,
-        )
-        .into()),
+        Err(err) => Err(agent_error(err, "creating", name, namespace)),
     }
 }
 
@@ -1979,6 +1983,14 @@ pub fn last_seen(agent: &Agent, for_: WaitFor) -> String {
             or_none(status.phase.map(phase_name).as_deref())
         );
     }
+    if for_ == WaitFor::Ready && status.suspended == Some(true) {
+        let _ = write!(
+            s,
+            "; the agent is suspended (resume it with: kubectl kubeoc agent resume {} -n {})",
+            agent.name_any(),
+            agent.namespace().unwrap_or_default()
+        );
+    }
     if status.observed_generation != agent.metadata.generation {
         let _ = write!(
             s,
@@ -2727,7 +2739,7 @@ metadata: {name: b, namespace: other}
         assert!(!condition_met(&agent, WaitFor::Ready));
         assert_eq!(
             last_seen(&agent, WaitFor::Ready),
-            "Ready=False (Suspended): spec.suspend is true: the server is scaled to zero"
+            "Ready=False (Suspended): spec.suspend is true: the server is scaled to zero; the agent is suspended (resume it with: kubectl kubeoc agent resume team-agent -n team-a)"
         );
         assert!(last_seen(&agent, WaitFor::Suspended).ends_with("; phase Suspended"));
         assert_eq!(last_seen(&agent, WaitFor::Delete), "the agent still exists");
@@ -2755,6 +2767,16 @@ metadata: {name: b, namespace: other}
         assert!(
             crate::error::render(&err).contains("kubectl kubeoc install"),
             "{err:#}"
+        );
+        let err = agent_error(
+            status(404, "NotFound", json!({"name": "y", "kind": "namespaces"})),
+            "creating",
+            "x",
+            "y",
+        );
+        assert_eq!(
+            crate::error::render(&err),
+            "creating agent \"x\": namespace \"y\" not found (list them with: kubectl get namespaces)"
         );
         let err = agent_error(status(403, "Forbidden", json!({})), "deleting", "x", "y");
         assert_eq!(
