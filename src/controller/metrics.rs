@@ -10,7 +10,7 @@
 //!   while starting, while shutting down, and when the API server does not answer (checked
 //!   with `GET /version`, at most once every two seconds).
 //!
-//! Only GET and HEAD; other paths answer 404.
+//! Only GET and HEAD (other methods answer 405); unknown paths answer 404.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -24,7 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use kube::Client;
 use kube::runtime::reflector::Store;
@@ -47,7 +47,8 @@ use crate::api::{Agent, AgentPhase};
 pub enum Role {
     /// Checking upstream's Lease, not yet campaigning.
     Starting,
-    /// Waiting for the Lease (named here) that another controller holds.
+    /// Campaigning for the Lease (named here): another controller holds it, or this process
+    /// has not won it yet.
     Standby { lease: String },
     /// Holding the Lease (or running without election); `synced` once the caches are filled.
     Leading { synced: bool },
@@ -488,7 +489,11 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiv
                 };
                 let state = state.clone();
                 let service = service_fn(move |request| handle(state.clone(), request));
-                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // A client that never finishes its headers must not pin a connection forever.
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
