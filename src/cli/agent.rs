@@ -1721,7 +1721,12 @@ async fn delete(cluster_args: &ClusterArgs, args: DeleteArgs) -> anyhow::Result<
     }
     if args.wait {
         for name in &deleted {
-            if let Err(err) = wait_for(&cluster, &ns, name, WaitFor::Delete, args.timeout).await {
+            let spinner = Spinner::start(format!(
+                "waiting for agent {name} and its children to be deleted"
+            ));
+            let waited = wait_for(&cluster, &ns, name, WaitFor::Delete, args.timeout).await;
+            spinner.finish();
+            if let Err(err) = waited {
                 failures.push(err);
             }
         }
