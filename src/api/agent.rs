@@ -440,7 +440,7 @@ pub struct StandbyConfig {
     /// as "30m" or "1h". Idle means no running or queued Tasks and (kubeoc extension) no
     /// session activity on the server, so a person chatting through `kubectl kubeoc agent
     /// attach` keeps it running. A new Task resumes the agent.
-    #[schemars(pattern(r"^(0|([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+)$"))]
+    #[schemars(pattern(crate::api::common::GO_DURATION_PATTERN))]
     pub idle_timeout: String,
 }
 

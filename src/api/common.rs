@@ -120,3 +120,7 @@ pub fn find_condition<'a>(
 ) -> Option<&'a Condition> {
     conditions?.iter().find(|c| c.type_ == type_)
 }
+
+/// A Go duration ("30m", "1h30m", "90s", "0"): the format upstream parses these strings with.
+/// Checked at admission so a typo is an error on `kubectl apply`, not a silent default.
+pub const GO_DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+)$";

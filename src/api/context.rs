@@ -170,8 +170,9 @@ pub struct GitSync {
     /// Turns periodic sync on. Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// How often to check the remote, as a duration such as "5m" or "1h". Default "5m".
+    /// How often to check the remote, as a Go duration such as "5m" or "1h". Default "5m".
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::api::common::GO_DURATION_PATTERN))]
     pub interval: Option<String>,
     /// How a change is applied: HotReload (default) pulls in place in a sidecar without
     /// restarting the server; Rollout restarts the agent's Deployment.
