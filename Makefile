@@ -33,9 +33,11 @@ unit-test: ## tests that need no cluster
 	$(CARGO) test --locked --workspace --lib --bins
 
 integration-test: cluster-up ## tests against the testbed
+	bash testbed/scripts/demo-controller-stop.sh
 	$(CARGO) test --locked --workspace --tests -- --test-threads=4
 
 test: lint cluster-up ## every test: lint, unit and integration tests against the testbed
+	bash testbed/scripts/demo-controller-stop.sh
 	$(CARGO) test --locked --workspace --all-targets
 
 demo: build cluster-up ## bring the testbed up and show what kubeoc does so far

@@ -30,7 +30,7 @@ fi
 # for the seed's placeholder (owned by the pods' uid, as git requires).
 kubectl -n "$ns" create secret generic ai-credentials --from-literal=api-key=demo-not-a-real-key \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-# Outside the clone and /tmp: every container has a private /tmp.
+# Outside the clone: pods reach it wherever the clone lives (see git_repos_dir in testbed/src/lib.rs).
 repo=/var/lib/kubeoc-testbed/git/team-repo
 if [ ! -d "$repo/.git" ]; then
   mkdir -p "$repo"

@@ -28,8 +28,8 @@ pub fn state_dir() -> PathBuf {
     repo_root().join(".testbed")
 }
 
-/// Where tests and the demo keep Git repositories that pods clone. Outside the clone and
-/// outside /tmp: every container gets a private /tmp, and a clone may live under /tmp.
+/// Where tests and the demo keep Git repositories that pods clone: one fixed path outside
+/// the clone, so pods (uid 1000) reach them wherever the clone is and whoever owns it.
 pub fn git_repos_dir() -> PathBuf {
     PathBuf::from("/var/lib/kubeoc-testbed/git")
 }
