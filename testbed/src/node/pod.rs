@@ -481,8 +481,19 @@ async fn launch_spec(
     let objects = env_objects(worker, container)
         .await
         .map_err(|e| config_error(format!("{e:#}")))?;
-    let mut environment = env::resolve(container, &worker.facts(&pod), &objects, &image_spec.env)
-        .map_err(config_error)?;
+    // As with a real runtime: the image's env, then the kubelet's Service variables, then the
+    // container's own env, later entries winning.
+    let service_links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let table = worker.ctx.services.borrow().clone();
+    let mut base_env = image_spec.env.clone();
+    base_env.extend(services::service_env(&table, &namespace, service_links));
+    let mut environment =
+        env::resolve(container, &worker.facts(&pod), &objects, &base_env).map_err(config_error)?;
 
     let psc = pod
         .spec

@@ -14,6 +14,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// One service port and where it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortRoute {
+    /// The port's name in the Service (empty when unnamed).
+    pub name: String,
     pub protocol: String,
     pub port: u16,
     /// A ready endpoint `(ip, port)`, if any.
@@ -105,6 +107,7 @@ pub fn build_table(services: &[Service], slices: &[EndpointSlice]) -> ServiceTab
                     Some((*ip, u16::try_from(slice_port.port?).ok()?))
                 });
                 Some(PortRoute {
+                    name: p.name.clone().unwrap_or_default(),
                     protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                     port,
                     target,
@@ -202,6 +205,52 @@ pub fn write_in_place(path: &Path, content: &str) -> std::io::Result<()> {
     file.write_all(content.as_bytes())
 }
 
+/// The Service environment variables the kubelet gives every container: those of the
+/// `kubernetes` Service in `default` always (in-cluster clients find the apiserver through
+/// them), and with `enableServiceLinks` (default true) those of every Service in the pod's own
+/// namespace. Headless Services have none.
+pub fn service_env(
+    table: &ServiceTable,
+    namespace: &str,
+    service_links: bool,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for entry in &table.entries {
+        let master = entry.namespace == "default" && entry.name == "kubernetes";
+        let linked = service_links && entry.namespace == namespace;
+        let (Some(ip), true) = (entry.cluster_ip, master || linked) else {
+            continue;
+        };
+        let Some(first) = entry.ports.first() else {
+            continue;
+        };
+        let prefix = entry.name.to_uppercase().replace('-', "_");
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for port in entry.ports.iter().filter(|p| !p.name.is_empty()) {
+            let name = port.name.to_uppercase().replace('-', "_");
+            env.push((
+                format!("{prefix}_SERVICE_PORT_{name}"),
+                port.port.to_string(),
+            ));
+        }
+        let url = |p: &PortRoute| format!("{}://{ip}:{}", p.protocol.to_lowercase(), p.port);
+        env.push((format!("{prefix}_PORT"), url(first)));
+        for port in &entry.ports {
+            let base = format!(
+                "{prefix}_PORT_{}_{}",
+                port.port,
+                port.protocol.to_uppercase()
+            );
+            env.push((base.clone(), url(port)));
+            env.push((format!("{base}_PROTO"), port.protocol.to_lowercase()));
+            env.push((format!("{base}_PORT"), port.port.to_string()));
+            env.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +343,61 @@ mod tests {
             rules.contains("-A OUTPUT -d 10.96.0.0/16 -p tcp -j REJECT --reject-with tcp-reset")
         );
         assert_eq!(rules.matches("COMMIT").count(), 2);
+    }
+
+    #[test]
+    fn service_env_has_the_apiserver_always_and_links_only_for_the_pods_namespace() {
+        let port = |name: &str, number: u16| PortRoute {
+            name: name.into(),
+            protocol: "TCP".into(),
+            port: number,
+            target: None,
+        };
+        let entry = |namespace: &str, name: &str, ip: Option<[u8; 4]>, ports| ServiceEntry {
+            name: name.into(),
+            namespace: namespace.into(),
+            cluster_ip: ip.map(Ipv4Addr::from),
+            ports,
+            ready_endpoints: vec![],
+        };
+        let table = ServiceTable {
+            entries: vec![
+                entry(
+                    "default",
+                    "kubernetes",
+                    Some([10, 96, 0, 1]),
+                    vec![port("https", 443)],
+                ),
+                entry(
+                    "team",
+                    "team-agent",
+                    Some([10, 96, 0, 9]),
+                    vec![port("http", 4096)],
+                ),
+                entry("team", "headless", None, vec![port("", 80)]),
+                entry(
+                    "other",
+                    "elsewhere",
+                    Some([10, 96, 0, 7]),
+                    vec![port("", 80)],
+                ),
+            ],
+        };
+        let env: BTreeMap<String, String> = service_env(&table, "team", true).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "10.96.0.1");
+        assert_eq!(env["TEAM_AGENT_SERVICE_HOST"], "10.96.0.9");
+        assert_eq!(env["TEAM_AGENT_PORT_4096_TCP_PROTO"], "tcp");
+        assert!(
+            !env.keys()
+                .any(|k| k.starts_with("HEADLESS_") || k.starts_with("ELSEWHERE_"))
+        );
+        let unlinked: BTreeMap<String, String> =
+            service_env(&table, "team", false).into_iter().collect();
+        assert!(unlinked.contains_key("KUBERNETES_SERVICE_HOST"));
+        assert!(!unlinked.contains_key("TEAM_AGENT_SERVICE_HOST"));
     }
 }
