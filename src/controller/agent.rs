@@ -220,15 +220,26 @@ fn deployment_available(deployment: &Deployment) -> (bool, String) {
     }
 }
 
-fn not_ready_status(existing: &AgentStatus, verdict: Verdict, generation: i64) -> AgentStatus {
+/// Reports an Agent that cannot run (`Ready=False` with `reason`), keeping the rest of its
+/// status.
+async fn report_not_ready(
+    ctx: &Context,
+    agent: &Agent,
+    reason: &str,
+    message: String,
+) -> Result<(), ReconcileError> {
+    let existing = agent.status.clone().unwrap_or_default();
+    let generation = agent.metadata.generation.unwrap_or(0);
+    let verdict = Verdict::new("Ready", false, reason, message);
     let existing_conditions = existing.conditions.clone().unwrap_or_default();
-    AgentStatus {
+    let status = AgentStatus {
         observed_generation: Some(generation),
         phase: Some(AgentPhase::NotReady),
         ready: Some(false),
         conditions: Some(conditions(&existing_conditions, &[verdict], generation)),
-        ..existing.clone()
-    }
+        ..existing
+    };
+    write_status(ctx, agent, status).await
 }
 
 /// Reconciles one Agent.
@@ -247,13 +258,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
                 .map_err(kube_err(format!("reading AgentTemplate {ns}/{}", r.name)))?;
             if found.is_none() {
                 let message = format!("AgentTemplate {:?} not found in namespace {ns:?}", r.name);
-                let verdict = Verdict::new("Ready", false, "TemplateNotFound", message);
-                write_status(
-                    &ctx,
-                    &agent,
-                    not_ready_status(&existing, verdict, generation),
-                )
-                .await?;
+                report_not_ready(&ctx, &agent, "TemplateNotFound", message).await?;
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
             found
@@ -269,25 +274,13 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         Some(Ok(timeout)) => Some(timeout),
         Some(Err(e)) => {
             let message = format!("spec.standby.idleTimeout: {e}");
-            let verdict = Verdict::new("Ready", false, "InvalidSpec", message);
-            write_status(
-                &ctx,
-                &agent,
-                not_ready_status(&existing, verdict, generation),
-            )
-            .await?;
+            report_not_ready(&ctx, &agent, "InvalidSpec", message).await?;
             return Ok(Action::await_change());
         }
         None => None,
     };
     if let Err(invalid) = server_pod::validate(&spec) {
-        let verdict = Verdict::new("Ready", false, "InvalidSpec", invalid.message.clone());
-        write_status(
-            &ctx,
-            &agent,
-            not_ready_status(&existing, verdict, generation),
-        )
-        .await?;
+        report_not_ready(&ctx, &agent, "InvalidSpec", invalid.message.clone()).await?;
         return Ok(Action::await_change());
     }
 

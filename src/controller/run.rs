@@ -10,15 +10,16 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
-use super::server_pod::BuildSettings;
+use super::server_pod::{BuildSettings, CHILD_SELECTOR};
 use super::{agent, metrics, server_pod};
-use crate::api::Agent;
+use crate::api::{Agent, AgentTemplate};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -170,6 +171,7 @@ async fn run_controllers(
     };
     let controller = Controller::new(api::<Agent>(&client, &ns), watcher::Config::default());
     let store = controller.store();
+    let agents = store.clone();
     let synced = {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -190,12 +192,36 @@ async fn run_controllers(
             metrics.mark_synced();
         })
     };
+    // Only our children: a cluster's Secrets and ConfigMaps would otherwise all sit in memory.
+    let children = || watcher::Config::default().labels(CHILD_SELECTOR);
+    // An AgentTemplate edit reaches every Agent built from it now, not at the next resync.
+    let agents_of_template = move |template: AgentTemplate| {
+        let (namespace, name) = (template.namespace(), template.name_any());
+        agents
+            .state()
+            .into_iter()
+            .filter(|agent| {
+                agent.namespace() == namespace
+                    && agent
+                        .spec
+                        .template_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+            })
+            .map(|agent| ObjectRef::from_obj(&*agent))
+            .collect::<Vec<_>>()
+    };
     controller
-        .owns(api::<Deployment>(&client, &ns), watcher::Config::default())
-        .owns(api::<Service>(&client, &ns), watcher::Config::default())
-        .owns(api::<PersistentVolumeClaim>(&client, &ns), watcher::Config::default())
-        .owns(api::<Secret>(&client, &ns), watcher::Config::default())
-        .owns(api::<ConfigMap>(&client, &ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, &ns), children())
+        .owns(api::<Service>(&client, &ns), children())
+        .owns(api::<PersistentVolumeClaim>(&client, &ns), children())
+        .owns(api::<Secret>(&client, &ns), children())
+        .owns(api::<ConfigMap>(&client, &ns), children())
+        .watches(
+            api::<AgentTemplate>(&client, &ns),
+            watcher::Config::default(),
+            agents_of_template,
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_agent, agent::error_policy, ctx)
         .for_each(|result| async move {

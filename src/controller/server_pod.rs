@@ -213,6 +213,10 @@ pub fn auth_secret_name(agent: &str) -> String {
     format!("{agent}-server-auth")
 }
 
+/// Selects the children of every Agent (a subset of [`server_labels`]): what the controller
+/// watches.
+pub const CHILD_SELECTOR: &str = "app.kubernetes.io/name=kubeopencode-server,app.kubernetes.io/managed-by=kubeopencode";
+
 /// Labels of every child object, as upstream sets them.
 pub fn server_labels(agent: &str) -> BTreeMap<String, String> {
     [
@@ -2028,6 +2032,15 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     use super::*;
+
+    #[test]
+    fn the_child_selector_matches_every_childs_labels() {
+        let labels = server_labels("a");
+        for pair in CHILD_SELECTOR.split(',') {
+            let (key, value) = pair.split_once('=').expect("key=value");
+            assert_eq!(labels.get(key).map(String::as_str), Some(value), "{pair}");
+        }
+    }
     use crate::api::AgentTemplate;
 
     // -----------------------------------------------------------------------------------------
