@@ -127,10 +127,40 @@ where
     }
 }
 
-/// A namespace of its own for one test, labelled so leftovers are easy to find.
+/// A namespace of its own for one test, labelled so leftovers are easy to find. A test that
+/// fails before [`TestNamespace::delete`] still has it deleted on drop, so its pods (an
+/// OpenCode server holds ~300-600 MB) do not pile up over a test run; set
+/// `KUBEOC_KEEP_FAILED_NAMESPACES=1` to keep them for debugging.
 pub struct TestNamespace {
     pub name: String,
     client: Client,
+    deleted: bool,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        if std::env::var_os("KUBEOC_KEEP_FAILED_NAMESPACES").is_some() {
+            eprintln!(
+                "keeping test namespace {} (KUBEOC_KEEP_FAILED_NAMESPACES)",
+                self.name
+            );
+            return;
+        }
+        eprintln!(
+            "deleting test namespace {} left by a failed test (KUBEOC_KEEP_FAILED_NAMESPACES=1 keeps it)",
+            self.name
+        );
+        // Drop cannot await; kubectl returns once the deletion is accepted.
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
 }
 
 impl TestNamespace {
@@ -156,15 +186,17 @@ impl TestNamespace {
         Ok(Self {
             name,
             client: client.clone(),
+            deleted: false,
         })
     }
 
     /// Deletes the namespace (the namespace controller removes what is in it).
-    pub async fn delete(self) -> anyhow::Result<()> {
-        let api: Api<Namespace> = Api::all(self.client);
+    pub async fn delete(mut self) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
         api.delete(&self.name, &DeleteParams::default())
             .await
             .with_context(|| format!("deleting test namespace {}", self.name))?;
+        self.deleted = true;
         Ok(())
     }
 }

@@ -268,3 +268,23 @@ async fn rbac_is_enforced_for_service_account_tokens() -> anyhow::Result<()> {
     .await?;
     ns.delete().await
 }
+
+#[tokio::test]
+async fn a_test_namespace_left_by_a_failed_test_is_deleted_on_drop() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = TestNamespace::create(&client, "dropped").await?;
+    let name = ns.name.clone();
+    // What a test that returns early with an error does.
+    drop(ns);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let phase = namespaces
+        .get_opt(&name)
+        .await?
+        .and_then(|n| n.status)
+        .and_then(|s| s.phase);
+    assert!(
+        phase.as_deref().is_none_or(|p| p == "Terminating"),
+        "namespace {name} still {phase:?} after drop"
+    );
+    Ok(())
+}
