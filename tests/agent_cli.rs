@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::ListParams;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::Api;
 use kubeoc::api::Agent;
 use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
 use support::{
-    Controller, Run, Streaming, kubectl, kubeoc, kubeoc_with_input, local_repository,
-    prepare_namespace, stub_model_config,
+    Controller, Run, Streaming, apply, kubectl, kubeoc, kubeoc_with_input, local_repository,
+    prepare_namespace, server_password, server_pods, stub_model_config,
 };
 
 /// Apply to Ready measured 6 to 17 s; the deadline leaves room for a loaded machine.
@@ -39,12 +38,7 @@ async fn stub_template(ns: &str) -> anyhow::Result<()> {
             "config": stub_model_config(),
         },
     });
-    kubectl(
-        &["-n", ns, "apply", "-f", "-"],
-        Some(&serde_json::to_string(&template)?),
-    )
-    .await?;
-    Ok(())
+    apply(ns, &template).await
 }
 
 /// The header line's column names.
@@ -56,27 +50,6 @@ fn header(output: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
-}
-
-async fn server_password(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{agent}-server-auth"))
-        .await?;
-    secret
-        .data
-        .and_then(|d| {
-            d.get("password")
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        })
-        .filter(|p| !p.is_empty())
-        .context("no password in the auth Secret")
-}
-
-async fn server_pods(client: &Client, ns: &str, agent: &str) -> anyhow::Result<Vec<Pod>> {
-    Ok(Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("kubeopencode.io/agent={agent}")))
-        .await?
-        .items)
 }
 
 #[tokio::test]

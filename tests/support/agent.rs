@@ -1,0 +1,95 @@
+//! Agents on the testbed: a config for the stub model, waiting for Ready, and what the
+//! controller made for an Agent (its server pods and password).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use kubeoc::api::Agent;
+use kubeoc_testbed::wait_until;
+use serde_json::{Value, json};
+
+use super::MODEL_ADDR;
+
+/// An inline opencode.json that points OpenCode at the testbed's stub model, so the server
+/// starts and answers offline.
+pub fn stub_model_config() -> Value {
+    json!({
+        "provider": {"stub": {
+            "npm": "@ai-sdk/openai-compatible",
+            "options": {"baseURL": format!("http://{MODEL_ADDR}/v1"), "apiKey": "x"},
+            "models": {"stub-model": {}},
+        }},
+        "model": "stub/stub-model",
+    })
+}
+
+/// Waits up to `timeout` until Agent `name` is Ready for its current spec
+/// (`status.ready` and `status.observedGeneration == metadata.generation`); the Agent then.
+pub async fn ready_agent(
+    agents: &Api<Agent>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Agent> {
+    wait_until(&format!("Agent {name} Ready"), timeout, || async {
+        let agent = agents.get(name).await?;
+        let status = agent.status.as_ref();
+        let ready = status.and_then(|s| s.ready) == Some(true)
+            && status.and_then(|s| s.observed_generation) == agent.metadata.generation;
+        Ok(ready.then_some(agent))
+    })
+    .await
+}
+
+/// The Agent's status condition of type `type_`.
+pub fn condition<'a>(agent: &'a Agent, type_: &str) -> Option<&'a Condition> {
+    agent
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The password of the Agent's OpenCode server, from its `<agent>-server-auth` Secret.
+pub async fn server_password(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{agent}-server-auth"))
+        .await?;
+    secret
+        .data
+        .and_then(|d| {
+            d.get("password")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .filter(|p| !p.is_empty())
+        .context("no password in the auth Secret")
+}
+
+/// Every server pod of the Agent (label `kubeopencode.io/agent`), terminating ones too.
+pub async fn server_pods(client: &Client, ns: &str, agent: &str) -> anyhow::Result<Vec<Pod>> {
+    Ok(Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("kubeopencode.io/agent={agent}")))
+        .await?
+        .items)
+}
+
+/// The Agent's one server pod that is not terminating (there is exactly one when the Agent
+/// is Ready); fails when there are none or several.
+pub async fn server_pod(client: &Client, ns: &str, agent: &str) -> anyhow::Result<Pod> {
+    let running: Vec<Pod> = server_pods(client, ns, agent)
+        .await?
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    ensure!(
+        running.len() == 1,
+        "expected one server pod of {agent}, found {}",
+        running.len()
+    );
+    running.into_iter().next().context("no server pod")
+}

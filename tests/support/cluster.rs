@@ -1,0 +1,76 @@
+//! The testbed cluster: kubeoc installed, a fresh namespace per test, manifests applied, and
+//! the bridge address that pods reach the host on.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::Client;
+use kubeoc::cluster::install;
+use kubeoc_testbed::{TestNamespace, kubeconfig_path};
+use serde_json::Value;
+
+use super::kubectl;
+
+/// The host's address on the testbed bridge: pods reach servers the tests start there.
+pub const BRIDGE_HOST: &str = "10.244.0.1";
+
+/// The stub model on the testbed bridge (`model_addr` in testbed/scripts/lib.sh), the only
+/// model an OpenCode server on the testbed can reach.
+pub const MODEL_ADDR: &str = "10.244.0.1:18080";
+
+/// The testbed's kubeconfig path, for `--kubeconfig`.
+pub fn kubeconfig() -> anyhow::Result<String> {
+    kubeconfig_path()
+        .to_str()
+        .map(str::to_owned)
+        .context("the kubeconfig path is not UTF-8")
+}
+
+/// kubeoc installed (idempotent server-side apply) with its CRDs Established.
+pub async fn install_kubeoc(client: &Client) -> anyhow::Result<()> {
+    install::apply(client).await.context("installing kubeoc")?;
+    install::wait_established(client, Duration::from_secs(60))
+        .await
+        .context("waiting for the CRDs to be Established")?;
+    Ok(())
+}
+
+/// kubeoc installed and a fresh, empty namespace `<prefix>-xxxxx`.
+pub async fn installed_namespace(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+    install_kubeoc(client).await?;
+    TestNamespace::create(client, prefix).await
+}
+
+/// kubeoc installed, a fresh namespace `<prefix>-xxxxx`, and the `kubeopencode-agent`
+/// ServiceAccount in it.
+pub async fn prepare_namespace(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+    let ns = installed_namespace(client, prefix).await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "serviceaccount",
+            install::AGENT_SERVICE_ACCOUNT,
+        ],
+        None,
+    )
+    .await?;
+    Ok(ns)
+}
+
+/// `kubectl apply -n NAMESPACE -f -` of one manifest.
+pub async fn apply(namespace: &str, manifest: &Value) -> anyhow::Result<()> {
+    kubectl(
+        &["-n", namespace, "apply", "-f", "-"],
+        Some(&serde_json::to_string(manifest)?),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A free TCP port on the testbed bridge address.
+pub fn free_bridge_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind((BRIDGE_HOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
