@@ -8,241 +8,36 @@
 //! `[[tool:bash:...]]` marker to make OpenCode run a shell command in the server container for
 //! environment variables and files outside the workspace.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, ResourceExt};
 use kubeoc::api::Agent;
-use kubeoc::cluster::install;
-use kubeoc_testbed::{TestNamespace, admin_client, kubeconfig_path, service_proxy_get, wait_until};
+use kubeoc_testbed::{TestNamespace, admin_client, service_proxy_get, wait_until};
 use serde_json::{Value, json};
+use support::{
+    BRIDGE_HOST, Controller, Repository, apply, free_bridge_port, kubectl, prepare_namespace,
+    ready_agent, server_password, server_pod, stub_model_config,
+};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
 const WAIT: Duration = Duration::from_secs(240);
 /// One prompt turn (a tool call and the answer after it) through the stub model.
 const TURN: Duration = Duration::from_secs(90);
 const WORKSPACE: &str = "/workspace";
-/// The stub model on the testbed bridge (testbed/scripts/lib.sh `model_addr`).
-const MODEL_HOST: &str = "10.244.0.1";
-const MODEL_URL: &str = "http://10.244.0.1:18080/v1";
 /// The smallest sync interval the Agent CRD accepts: `interval` is a free-form duration and
 /// the controller rounds anything below one second up to one second.
 const SMALLEST_SYNC_INTERVAL: &str = "1s";
 
-/// A `controller run` process, killed when dropped; its log goes to a file the test reads.
-struct Controller {
-    _child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    async fn start(namespace: &str) -> anyhow::Result<Self> {
-        let log = std::env::temp_dir().join(format!("kubeoc-controller-{namespace}.log"));
-        let file = std::fs::File::create(&log)?;
-        let kubeconfig = kubeconfig_path();
-        let mut args = vec![
-            "--kubeconfig".to_string(),
-            kubeconfig.to_str().context("kubeconfig path")?.to_string(),
-            "-n".to_string(),
-            namespace.to_string(),
-            "controller".to_string(),
-            "run".to_string(),
-            "--lease-namespace".to_string(),
-            namespace.to_string(),
-        ];
-        if controller_has_flag("--metrics-addr").await {
-            args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
-        }
-        let child = tokio::process::Command::new(BINARY)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(Self { _child: child, log })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-async fn controller_has_flag(flag: &str) -> bool {
-    let help = tokio::process::Command::new(BINARY)
-        .args(["controller", "run", "--help"])
-        .stdin(Stdio::null())
-        .output()
-        .await;
-    help.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
-}
-
-async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        input.write_all(text.as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
-}
-
-async fn apply(namespace: &str, manifest: &Value) -> anyhow::Result<()> {
-    kubectl(
-        &["-n", namespace, "apply", "-f", "-"],
-        Some(&serde_json::to_string(manifest)?),
-    )
-    .await?;
-    Ok(())
-}
-
-/// A Git repository on the host that pods clone over file://, owned by the pods' uid (git
-/// refuses repositories of other owners).
-struct Repository {
-    dir: PathBuf,
-}
-
-impl Repository {
-    fn create(name: &str) -> anyhow::Result<Self> {
-        let dir = kubeoc_testbed::git_repos_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let repo = Self { dir };
-        repo.git(&["init", "-q", "-b", "main"])?;
-        Ok(repo)
-    }
-
-    fn url(&self) -> String {
-        format!("file://{}", self.dir.display())
-    }
-
-    fn git(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.email=test@kubeoc.dev",
-                "-c",
-                "user.name=kubeoc-test",
-                "-c",
-                "safe.directory=*",
-                "-C",
-            ])
-            .arg(&self.dir)
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
-    /// Writes the files and commits them on the current branch.
-    fn commit(&self, files: &[(&str, &str)], message: &str) -> anyhow::Result<()> {
-        for (path, content) in files {
-            let path = self.dir.join(path);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(path, content)?;
-        }
-        self.git(&["add", "."])?;
-        self.git(&["commit", "-q", "-m", message])?;
-        chown_pods_uid(&self.dir)
-    }
-}
-
-fn chown_pods_uid(dir: &Path) -> anyhow::Result<()> {
-    let status = std::process::Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(dir)
-        .status()?;
-    ensure!(status.success(), "chown -R 1000:1000 {}", dir.display());
-    Ok(())
-}
-
 /// The namespace with the CRDs installed, the Agents' ServiceAccount and a controller.
 async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<(TestNamespace, Controller)> {
-    install::apply(client).await?;
-    install::wait_established(client, Duration::from_secs(60)).await?;
-    let ns = TestNamespace::create(client, prefix).await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "serviceaccount",
-            "kubeopencode-agent",
-        ],
-        None,
-    )
-    .await?;
-    let controller = Controller::start(&ns.name).await?;
+    let ns = prepare_namespace(client, prefix).await?;
+    let controller = Controller::start(&ns.name)?;
     Ok((ns, controller))
-}
-
-/// opencode.json pointing OpenCode at the testbed's stub model.
-fn stub_model_config() -> Value {
-    json!({
-        "provider": {"stub": {
-            "npm": "@ai-sdk/openai-compatible",
-            "options": {"baseURL": MODEL_URL, "apiKey": "x"},
-            "models": {"stub-model": {}},
-        }},
-        "model": "stub/stub-model",
-    })
-}
-
-async fn ready_agent(agents: &Api<Agent>, name: &str) -> anyhow::Result<Agent> {
-    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
-        let agent = agents.get(name).await?;
-        let status = agent.status.as_ref();
-        let ready = status.and_then(|s| s.ready) == Some(true)
-            && status.and_then(|s| s.observed_generation) == agent.metadata.generation;
-        Ok(ready.then_some(agent))
-    })
-    .await
-}
-
-/// The Agent's server pod (there is exactly one when the Agent is Ready).
-async fn server_pod(client: &Client, namespace: &str, agent: &str) -> anyhow::Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("kubeopencode.io/agent={agent}")))
-        .await?;
-    let running: Vec<Pod> = list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    ensure!(
-        running.len() == 1,
-        "expected one server pod of {agent}, found {}",
-        running.len()
-    );
-    running.into_iter().next().context("no server pod")
 }
 
 fn restart_counts(pod: &Pod) -> Vec<(String, i32)> {
@@ -263,16 +58,7 @@ struct Server {
 
 impl Server {
     async fn connect(client: &Client, namespace: &str, agent: &str) -> anyhow::Result<Self> {
-        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-            .get(&format!("{agent}-server-auth"))
-            .await?;
-        let password = secret
-            .data
-            .and_then(|d| {
-                d.get("password")
-                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            })
-            .context("no password in the auth Secret")?;
+        let password = server_password(client, namespace, agent).await?;
         Ok(Self {
             client: client.clone(),
             namespace: namespace.to_string(),
@@ -508,7 +294,7 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
     .await?;
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
     let applied = Instant::now();
-    ready_agent(&agents, "ctx")
+    ready_agent(&agents, "ctx", WAIT)
         .await
         .with_context(|| format!("controller log:\n{}", controller.log()))?;
     println!("ctx: apply to Ready in {:?}", applied.elapsed());
@@ -631,8 +417,8 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
     assert_not_leaked(&n, &controller, &[]).await?;
     drop(controller);
     ns.delete().await?;
-    let _ = std::fs::remove_dir_all(&pinned.dir);
-    let _ = std::fs::remove_dir_all(&live.dir);
+    let _ = std::fs::remove_dir_all(&pinned.dir());
+    let _ = std::fs::remove_dir_all(&live.dir());
     Ok(())
 }
 
@@ -687,19 +473,13 @@ fn server_certificate(dir: &Path, ca: &str, ip: &str) -> anyhow::Result<(PathBuf
     Ok((cert, key))
 }
 
-/// A free TCP port on the testbed bridge address.
-fn free_bridge_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind((MODEL_HOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// `openssl s_server -www` on the bridge address with the given certificate: an HTTPS server
 /// that pods reach, killed when dropped.
 async fn tls_server(cert: &Path, key: &Path) -> anyhow::Result<(tokio::process::Child, u16)> {
     let port = free_bridge_port()?;
     let child = tokio::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("{MODEL_HOST}:{port}"))
+        .arg(format!("{BRIDGE_HOST}:{port}"))
         .arg("-cert")
         .arg(cert)
         .arg("-key")
@@ -713,7 +493,7 @@ async fn tls_server(cert: &Path, key: &Path) -> anyhow::Result<(tokio::process::
         "openssl s_server to listen",
         Duration::from_secs(10),
         || async {
-            Ok(tokio::net::TcpStream::connect((MODEL_HOST, port))
+            Ok(tokio::net::TcpStream::connect((BRIDGE_HOST, port))
                 .await
                 .ok()
                 .map(drop))
@@ -734,7 +514,7 @@ struct RecordingProxy {
 impl RecordingProxy {
     async fn start() -> anyhow::Result<Self> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind((MODEL_HOST, 0)).await?;
+        let listener = tokio::net::TcpListener::bind((BRIDGE_HOST, 0)).await?;
         let port = listener.local_addr()?.port();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
@@ -774,7 +554,7 @@ impl RecordingProxy {
     }
 
     fn url(&self) -> String {
-        format!("http://{MODEL_HOST}:{}", self.port)
+        format!("http://{BRIDGE_HOST}:{}", self.port)
     }
 
     fn seen(&self) -> Vec<String> {
@@ -811,9 +591,9 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     let ca_one = ca_certificate(&certs, "kubeoc-test-ca-one")?;
     let ca_two = ca_certificate(&certs, "kubeoc-test-ca-two")?;
     // HTTPS servers on the bridge with certificates from each CA, and two recording proxies.
-    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-one", MODEL_HOST)?;
+    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-one", BRIDGE_HOST)?;
     let (_tls_one, port_one) = tls_server(&cert, &key).await?;
-    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-two", MODEL_HOST)?;
+    let (cert, key) = server_certificate(&certs, "kubeoc-test-ca-two", BRIDGE_HOST)?;
     let (_tls_two, port_two) = tls_server(&cert, &key).await?;
     let http_proxy = RecordingProxy::start().await?;
     let https_proxy = RecordingProxy::start().await?;
@@ -848,7 +628,7 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
         apply(&n, &manifest).await?;
     }
 
-    let no_proxy = format!("{MODEL_HOST},localhost,127.0.0.1");
+    let no_proxy = format!("{BRIDGE_HOST},localhost,127.0.0.1");
     let agent = |name: &str, extra: Value| {
         let mut spec = json!({
             "workspaceDir": WORKSPACE,
@@ -896,7 +676,7 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
     let applied = Instant::now();
     for name in ["creds", "ca-secret"] {
-        ready_agent(&agents, name)
+        ready_agent(&agents, name, WAIT)
             .await
             .with_context(|| format!("controller log:\n{}", controller.log()))?;
     }
@@ -984,7 +764,7 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     // The CA bundles are trusted by OpenCode itself: its webfetch tool reaches an HTTPS server
     // whose certificate comes from the Agent's CA, and fails on the other CA's server.
     let fetch =
-        |port: u16| json!({"url": format!("https://{MODEL_HOST}:{port}/"), "format": "text"});
+        |port: u16| json!({"url": format!("https://{BRIDGE_HOST}:{port}/"), "format": "text"});
     for (server, name, trusted, untrusted) in [
         (&server, "creds (caBundle.configMapRef)", port_one, port_two),
         (&other, "ca-secret (caBundle.secretRef)", port_two, port_one),
@@ -1048,7 +828,7 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
         through_plain
             .iter()
             .chain(&connects)
-            .all(|l| !l.contains(MODEL_HOST)),
+            .all(|l| !l.contains(BRIDGE_HOST)),
         "noProxy was ignored: the proxies saw {through_plain:?} {connects:?}"
     );
     assert!(
