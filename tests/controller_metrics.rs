@@ -2,86 +2,21 @@
 //! a leader and of a standby on the same Lease, `--metrics-addr 0` serving nothing, and a taken
 //! address failing startup with a clear message.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod support;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use kube::Api;
 use kube::api::PostParams;
-use kube::{Api, Client};
 use kubeoc::api::Agent;
-use kubeoc::cluster::install;
-use kubeoc_testbed::{TestNamespace, admin_client, kubeconfig_path, wait_until};
+use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::json;
+use support::{Controller, installed_namespace};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
 const WAIT: Duration = Duration::from_secs(60);
 const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
-
-/// A `controller run` process, killed when dropped; its log goes to a file the test reads.
-struct Controller {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    async fn start(namespace: &str, tag: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let log = std::env::temp_dir().join(format!("kubeoc-controller-{namespace}-{tag}.log"));
-        let file = std::fs::File::create(&log)?;
-        let kubeconfig = kubeconfig_path();
-        let mut args = vec![
-            "--kubeconfig",
-            kubeconfig.to_str().context("kubeconfig path")?,
-            "-n",
-            namespace,
-            "controller",
-            "run",
-            // The Lease lives in the test namespace so this test does not fight other controllers.
-            "--lease-namespace",
-            namespace,
-        ];
-        args.extend_from_slice(extra);
-        let child = tokio::process::Command::new(BINARY)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(Self { child, log })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGINT (Ctrl-C) and waits for the exit; (status, log).
-    async fn interrupt(mut self) -> anyhow::Result<(std::process::ExitStatus, String)> {
-        let pid = self.child.id().context("the controller already exited")?;
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()?;
-        ensure!(sent.success(), "kill -INT {pid} failed");
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .with_context(|| format!("still running after Ctrl-C:\n{}", self.log()))??;
-        Ok((status, self.log()))
-    }
-
-    /// The address from the `serving metrics and health probes addr=...` log line.
-    async fn metrics_addr(&self) -> anyhow::Result<String> {
-        wait_until("the metrics address in the log", WAIT, || async {
-            Ok(self
-                .log()
-                .lines()
-                .filter(|l| l.contains("serving metrics and health probes"))
-                .find_map(|l| l.split_once("addr=").map(|(_, a)| a.trim().to_string())))
-        })
-        .await
-        .with_context(|| format!("controller log:\n{}", self.log()))
-    }
-}
 
 /// One HTTP/1.1 request over a loopback TcpStream; (status, body).
 async fn request(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
@@ -140,12 +75,6 @@ fn agent_reconciles(text: &str) -> f64 {
         .sum()
 }
 
-async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
-    install::apply(client).await?;
-    install::wait_established(client, Duration::from_secs(60)).await?;
-    TestNamespace::create(client, prefix).await
-}
-
 /// Socket inodes of the TCP sockets `pid` listens on (Linux: its fds against /proc/net/tcp*).
 fn listening_sockets(pid: u32) -> anyhow::Result<Vec<String>> {
     let mut inodes = Vec::new();
@@ -182,11 +111,11 @@ fn listening_sockets(pid: u32) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn a_leader_and_a_standby_serve_health_readiness_and_metrics() -> anyhow::Result<()> {
     let client = admin_client().await?;
-    let ns = prepare(&client, "metrics").await?;
+    let ns = installed_namespace(&client, "metrics").await?;
     let n = ns.name.clone();
 
-    let leader = Controller::start(&n, "leader", &["--metrics-addr", LOOPBACK_ANY_PORT]).await?;
-    let addr = leader.metrics_addr().await?;
+    let leader = Controller::start_with(&n, &["--metrics-addr", LOOPBACK_ANY_PORT])?;
+    let addr = leader.metrics_addr(WAIT).await?;
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
         "{addr}"
@@ -254,8 +183,8 @@ async fn a_leader_and_a_standby_serve_health_readiness_and_metrics() -> anyhow::
     assert_eq!((code, body.as_str()), (200, ""));
 
     // A second controller on the same Lease waits: ready as a standby, not the leader.
-    let standby = Controller::start(&n, "standby", &["--metrics-addr", LOOPBACK_ANY_PORT]).await?;
-    let standby_addr = standby.metrics_addr().await?;
+    let standby = Controller::start_with(&n, &["--metrics-addr", LOOPBACK_ANY_PORT])?;
+    let standby_addr = standby.metrics_addr(WAIT).await?;
     let body = wait_until("the standby's /readyz to answer 200", WAIT, || async {
         let (code, body) = get(&standby_addr, "/readyz").await?;
         Ok((code == 200).then_some(body))
@@ -276,8 +205,8 @@ async fn a_leader_and_a_standby_serve_health_readiness_and_metrics() -> anyhow::
 
     // Ctrl-C stops the endpoint with the controller.
     for controller in [standby, leader] {
-        let addr = controller.metrics_addr().await?;
-        let (status, log) = controller.interrupt().await?;
+        let addr = controller.metrics_addr(WAIT).await?;
+        let (status, log) = controller.interrupt(WAIT).await?;
         ensure!(status.success(), "exit {status} after Ctrl-C:\n{log}");
         assert!(
             tokio::net::TcpStream::connect(&addr).await.is_err(),
@@ -291,11 +220,11 @@ async fn a_leader_and_a_standby_serve_health_readiness_and_metrics() -> anyhow::
 async fn metrics_addr_zero_serves_nothing_and_a_taken_address_fails_startup() -> anyhow::Result<()>
 {
     let client = admin_client().await?;
-    let ns = prepare(&client, "metrics-off").await?;
+    let ns = installed_namespace(&client, "metrics-off").await?;
     let n = ns.name.clone();
 
-    let quiet = Controller::start(&n, "off", &["--metrics-addr", "0"]).await?;
-    let pid = quiet.child.id().context("no pid")?;
+    let quiet = Controller::start_with(&n, &["--metrics-addr", "0"])?;
+    let pid = quiet.pid().context("no pid")?;
     wait_until("the controller to lead", WAIT, || async {
         Ok(quiet
             .log()
@@ -315,13 +244,12 @@ async fn metrics_addr_zero_serves_nothing_and_a_taken_address_fails_startup() ->
     // Hold a port, then ask a controller to serve there.
     let taken = tokio::net::TcpListener::bind(LOOPBACK_ANY_PORT).await?;
     let addr = taken.local_addr()?.to_string();
-    let mut clash = Controller::start(&n, "clash", &["--metrics-addr", &addr]).await?;
-    let status = match tokio::time::timeout(WAIT, clash.child.wait()).await {
-        Ok(status) => status?,
-        Err(_) => bail!(
+    let mut clash = Controller::start_with(&n, &["--metrics-addr", &addr])?;
+    let Some(status) = clash.wait_exit(WAIT).await? else {
+        bail!(
             "a controller on a taken address kept running:\n{}",
             clash.log()
-        ),
+        );
     };
     let log = clash.log();
     ensure!(
