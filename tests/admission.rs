@@ -12,79 +12,25 @@
 //! Each test installs the CRDs first (idempotent server-side apply) and works in a namespace
 //! of its own, which it deletes at the end.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubeoc::api;
-use kubeoc::cluster::install;
-use kubeoc_testbed::{TestNamespace, admin_client, kubeconfig_path, repo_root, wait_until};
+use kubeoc_testbed::{TestNamespace, admin_client, repo_root, wait_until};
 use serde_json::{Value, json};
-
-/// How long one kubectl invocation may take before the test gives up on it.
-const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+use support::{install_kubeoc, kubectl_run};
 
 /// Connects to the testbed and makes sure the current CRDs are installed and served.
 async fn setup() -> anyhow::Result<Client> {
     let client = admin_client().await?;
-    install::apply(&client)
-        .await
-        .map_err(|e| anyhow::anyhow!("installing the CRDs: {e}"))?;
-    install::wait_established(&client, Duration::from_secs(60))
-        .await
-        .map_err(|e| anyhow::anyhow!("waiting for the CRDs: {e}"))?;
+    install_kubeoc(&client).await?;
     Ok(client)
-}
-
-/// Output of one kubectl run.
-struct KubectlRun {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the real kubectl against the testbed (`--kubeconfig` passed explicitly).
-async fn kubectl(args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<KubectlRun> {
-    use tokio::io::AsyncWriteExt as _;
-    let kubeconfig = kubeconfig_path();
-    let mut command = tokio::process::Command::new("kubectl");
-    command
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .context("running kubectl (is it on PATH?)")?;
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().context("kubectl stdin")?;
-        pipe.write_all(input).await?;
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
-        .await
-        .with_context(|| {
-            format!(
-                "kubectl {} did not finish within {KUBECTL_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })??;
-    Ok(KubectlRun {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
 }
 
 /// Upstream KubeOpenCode's published YAML (test data), as `tests/crds.rs` finds it.
@@ -252,8 +198,8 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                 if singleton {
                     args.extend(["--dry-run=server", "--force-conflicts", "-o", "json"]);
                 }
-                let run = kubectl(&args, None).await?;
-                if !run.success {
+                let run = kubectl_run(&args, None).await?;
+                if !run.success() {
                     problems.push(format!(
                         "{label}: kubectl apply failed: {}",
                         run.stderr.trim()
@@ -361,11 +307,11 @@ async fn get_agents_wide_shows_upstream_columns_plus_status_and_url() -> anyhow:
             "spec": {"profile": "Printer column check", "executorImage": "ghcr.io/kubeopencode/kubeopencode-agent-devbox:dev",
                      "workspaceDir": "/workspace", "serviceAccountName": "kubeopencode-agent", "maxConcurrentTasks": 3}
         });
-        let run = kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(agent.to_string().as_bytes())).await?;
-        ensure!(run.success, "creating the Agent: {}", run.stderr);
+        let run = kubectl_run(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&agent.to_string())).await?;
+        ensure!(run.success(), "creating the Agent: {}", run.stderr);
 
-        let run = kubectl(&["get", "agents", "-o", "wide", "-n", &ns.name], None).await?;
-        ensure!(run.success, "kubectl get agents -o wide: {}", run.stderr);
+        let run = kubectl_run(&["get", "agents", "-o", "wide", "-n", &ns.name], None).await?;
+        ensure!(run.success(), "kubectl get agents -o wide: {}", run.stderr);
         let mut lines = run.stdout.lines();
         let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
         let row = lines.next().unwrap_or_default();
@@ -434,8 +380,8 @@ async fn explain_prints_our_doc_text() -> anyhow::Result<()> {
         "kubectl explain agent.spec.persistence to print the doc comment",
         Duration::from_secs(60),
         || async {
-            let run = kubectl(&["explain", "agent.spec.persistence"], None).await?;
-            if !run.success {
+            let run = kubectl_run(&["explain", "agent.spec.persistence"], None).await?;
+            if !run.success() {
                 bail!("kubectl explain failed: {}", run.stderr.trim());
             }
             let text = normalize_whitespace(&run.stdout);
