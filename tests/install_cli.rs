@@ -3,8 +3,9 @@
 //!
 //! No test here runs a successful `uninstall`: the CRDs are shared by every test.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -15,75 +16,13 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use kubeoc::api::{Agent, AgentSpec};
 use kubeoc::cluster::install;
-use kubeoc_testbed::{TestNamespace, admin_client, kubeconfig_path, wait_until};
+use kubeoc_testbed::{TestNamespace, admin_client, wait_until};
 use serde_json::Value;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+use support::{BINARY, kubectl_run, kubeoc, run};
 
 /// Tests that apply the install objects run one at a time, so one's apply cannot land between
 /// the other's before/after reads.
 static INSTALL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs a program with stdin from `/dev/null` (never a terminal) or from `input`.
-async fn run(program: &str, args: &[&str], input: Option<&[u8]>) -> anyhow::Result<Run> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    if let Some(input) = input {
-        let mut pipe = child.stdin.take().context("stdin pipe")?;
-        pipe.write_all(input).await?;
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
-        .await
-        .with_context(|| {
-            format!(
-                "{program} {} did not finish within {RUN_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })??;
-    Ok(Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
-/// Runs `kubectl-kubeoc --kubeconfig <testbed> <args>`.
-async fn kubeoc(args: &[&str]) -> anyhow::Result<Run> {
-    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
-    let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
-    all.extend_from_slice(args);
-    run(BINARY, &all, None).await
-}
 
 /// resourceVersion of every install object, by `kind/name`.
 async fn resource_versions(client: &Client) -> anyhow::Result<BTreeMap<String, String>> {
@@ -203,12 +142,8 @@ async fn dry_run_yaml_needs_no_cluster_and_applies_with_kubectl() -> anyhow::Res
     // The output applies. Same field manager as install, so it is a no-op when kubeoc is
     // installed and does not disturb the resourceVersions the other test compares.
     let _guard = INSTALL_LOCK.lock().await;
-    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
-    let applied = run(
-        "kubectl",
+    let applied = kubectl_run(
         &[
-            "--kubeconfig",
-            &kubeconfig,
             "apply",
             "--server-side",
             "--field-manager",
@@ -216,7 +151,7 @@ async fn dry_run_yaml_needs_no_cluster_and_applies_with_kubectl() -> anyhow::Res
             "-f",
             "-",
         ],
-        Some(out.stdout.as_bytes()),
+        Some(&out.stdout),
     )
     .await?;
     ensure!(
