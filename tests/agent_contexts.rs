@@ -417,8 +417,8 @@ async fn contexts_reach_the_running_server_and_git_sync_pulls_in_place() -> anyh
     assert_not_leaked(&n, &controller, &[]).await?;
     drop(controller);
     ns.delete().await?;
-    let _ = std::fs::remove_dir_all(&pinned.dir());
-    let _ = std::fs::remove_dir_all(&live.dir());
+    let _ = std::fs::remove_dir_all(pinned.dir());
+    let _ = std::fs::remove_dir_all(live.dir());
     Ok(())
 }
 
