@@ -17,14 +17,7 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(180);
 
 fn ready_condition(agent: &Agent) -> Option<(String, String)> {
-    agent
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    support::condition(agent, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 fn server_env(deployment: &Deployment, name: &str) -> Option<String> {
@@ -63,9 +56,11 @@ async fn templates_created_or_edited_later_reach_their_agents_at_once() -> anyho
     agents.create(&params, &agent).await?;
     wait_until("Ready=False TemplateNotFound", WAIT, || async {
         let agent = agents.get("templated").await?;
-        Ok((ready_condition(&agent)
-            == Some(("False".to_string(), "TemplateNotFound".to_string())))
-        .then_some(()))
+        Ok(
+            (ready_condition(&agent)
+                == Some(("False".to_string(), "TemplateNotFound".to_string())))
+            .then_some(()),
+        )
     })
     .await
     .with_context(|| format!("controller log:\n{}", controller.log()))?;
@@ -93,7 +88,10 @@ async fn templates_created_or_edited_later_reach_their_agents_at_once() -> anyho
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
     let deployment = deployments.get("templated-server").await?;
-    assert_eq!(server_env(&deployment, "TEAM_STAGE").as_deref(), Some("one"));
+    assert_eq!(
+        server_env(&deployment, "TEAM_STAGE").as_deref(),
+        Some("one")
+    );
 
     templates
         .patch(
