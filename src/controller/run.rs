@@ -62,7 +62,20 @@ where
     }
 }
 
-/// Runs until Ctrl-C (or lost leadership, which is an error: the process should restart).
+/// Waits for Ctrl-C, or SIGTERM (what the kubelet sends a pod that is being deleted: in-cluster
+/// the Lease must be released too, or every rollout waits out its duration). `None` when
+/// signals cannot be watched.
+async fn stop_signal() -> Option<&'static str> {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.ok().map(|()| "interrupted"),
+        received = terminate.recv() => received.map(|()| "terminated"),
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM (or lost leadership, which is an error: the process should
+/// restart).
 pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     // Recorded even without an endpoint: it costs a few atomics and keeps one code path.
     let metrics = Arc::new(Metrics::new());
@@ -100,8 +113,8 @@ async fn run_controllers(
     let (stop_tx, stop_rx) = watch::channel(false);
     let on_stop = metrics.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupted: finishing in-flight reconciles");
+        if let Some(signal) = stop_signal().await {
+            tracing::info!("{signal}: finishing in-flight reconciles");
             on_stop.set_role(Role::Stopping);
             let _ = stop_tx.send(true);
         }
