@@ -2,8 +2,8 @@
 //! authenticated, health-checked OpenCode server, and the controller behaves at steady state,
 //! on edits, on deletion and across a leader failover.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
@@ -13,119 +13,16 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use kubeoc::api::Agent;
-use kubeoc::cluster::install;
 use kubeoc_testbed::{
-    TestNamespace, admin_client, kubeconfig_path, opencode_auth_token, service_proxy_get,
-    state_dir, wait_until,
+    TestNamespace, admin_client, opencode_auth_token, service_proxy_get, state_dir, wait_until,
 };
 use serde_json::{Value, json};
+use support::{
+    Controller, condition, kubectl, local_repository, prepare_namespace, ready_agent,
+    server_password,
+};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");
 const WAIT: Duration = Duration::from_secs(180);
-
-/// A `controller run` process, killed when dropped; its log goes to a file the test reads.
-struct Controller {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    async fn start(namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let log =
-            std::env::temp_dir().join(format!("kubeoc-controller-{namespace}-{}.log", extra.len()));
-        let file = std::fs::File::create(&log)?;
-        let kubeconfig = kubeconfig_path();
-        let mut args = vec![
-            "--kubeconfig",
-            kubeconfig.to_str().context("kubeconfig path")?,
-            "-n",
-            namespace,
-            "controller",
-            "run",
-            // Tests run controllers side by side: each gets a free port.
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let child = tokio::process::Command::new(BINARY)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(Self { child, log })
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
-    use tokio::io::AsyncWriteExt as _;
-    let kubeconfig = kubeconfig_path();
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        input.write_all(text.as_bytes()).await?;
-    }
-    let out = child.wait_with_output().await?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
-}
-
-/// A Git repository on the host for the Agent's Git context, owned by the pods' uid (git
-/// refuses repositories of other owners).
-fn local_repository(name: &str) -> anyhow::Result<String> {
-    let dir = kubeoc_testbed::git_repos_dir().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let git = |args: &[&str]| -> anyhow::Result<()> {
-        let status = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.email=test@kubeoc.dev",
-                "-c",
-                "user.name=kubeoc-test",
-                "-C",
-            ])
-            .arg(&dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .status()?;
-        ensure!(status.success(), "git {args:?} failed");
-        Ok(())
-    };
-    git(&["init", "-q", "-b", "main"])?;
-    std::fs::write(dir.join("README.md"), "# team repo\n")?;
-    git(&["add", "."])?;
-    git(&["commit", "-q", "-m", "init"])?;
-    std::process::Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(&dir)
-        .status()?;
-    Ok(format!("file://{}", dir.display()))
-}
 
 /// The seed's Agent, unchanged but for its Git repository (the seed's is a placeholder).
 fn seed_agent(repository: &str) -> anyhow::Result<String> {
@@ -137,21 +34,10 @@ fn seed_agent(repository: &str) -> anyhow::Result<String> {
     Ok(text.replace(placeholder, repository))
 }
 
+/// kubeoc installed, a fresh namespace with the Agents' ServiceAccount, the seed's credential
+/// Secret, and the seed's team-agent applied (with a local Git repository).
 async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
-    install::apply(client).await?;
-    install::wait_established(client, Duration::from_secs(60)).await?;
-    let ns = TestNamespace::create(client, prefix).await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "serviceaccount",
-            "kubeopencode-agent",
-        ],
-        None,
-    )
-    .await?;
+    let ns = prepare_namespace(client, prefix).await?;
     kubectl(
         &[
             "-n",
@@ -172,30 +58,6 @@ async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace>
     )
     .await?;
     Ok(ns)
-}
-
-fn condition<'a>(
-    agent: &'a Agent,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    agent
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-async fn ready_agent(agents: &Api<Agent>, name: &str) -> anyhow::Result<Agent> {
-    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
-        let agent = agents.get(name).await?;
-        let ready = agent.status.as_ref().and_then(|s| s.ready) == Some(true)
-            && agent.status.as_ref().and_then(|s| s.observed_generation)
-                == agent.metadata.generation;
-        Ok(ready.then_some(agent))
-    })
-    .await
 }
 
 /// "TYPE REASON" of the Events kubeoc-controller published about Agent `name`, oldest first,
@@ -247,9 +109,9 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
     let ns = prepare(&client, "agent-seed").await?;
     let n = ns.name.clone();
     let applied = Instant::now();
-    let controller = Controller::start(&n, &["--leader-elect=false"]).await?;
+    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
-    let agent = ready_agent(&agents, "team-agent")
+    let agent = ready_agent(&agents, "team-agent", WAIT)
         .await
         .with_context(|| format!("controller log:\n{}", controller.log()))?;
     println!("team-agent: apply to Ready in {:?}", applied.elapsed());
@@ -303,16 +165,7 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
         code, 401,
         "the server must refuse requests without the password"
     );
-    let secret = Api::<Secret>::namespaced(client.clone(), &n)
-        .get("team-agent-server-auth")
-        .await?;
-    let password = secret
-        .data
-        .and_then(|d| {
-            d.get("password")
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        })
-        .context("no password")?;
+    let password = server_password(&client, &n, "team-agent").await?;
     let (code, body) = service_proxy_get(
         &client,
         &n,
@@ -433,7 +286,7 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
             &Patch::Merge(json!({"spec": {"podSpec": {"labels": {"edited": "once"}}}})),
         )
         .await?;
-    ready_agent(&agents, "team-agent").await?;
+    ready_agent(&agents, "team-agent", WAIT).await?;
     let after = replica_sets
         .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
         .await?
@@ -479,9 +332,9 @@ async fn a_second_controller_takes_over_when_the_leader_dies() -> anyhow::Result
     let client = admin_client().await?;
     let ns = prepare(&client, "agent-leader").await?;
     let n = ns.name.clone();
-    // The Lease lives in the test namespace so this test does not fight other controllers.
-    let lease_args = ["--lease-namespace", n.as_str()];
-    let first = Controller::start(&n, &lease_args).await?;
+    // The Lease lives in the test namespace (Controller's default) so this test does not fight
+    // other controllers.
+    let first = Controller::start(&n)?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &n);
     let holder = wait_until("a leader", WAIT, || async {
         Ok(leases
@@ -491,13 +344,9 @@ async fn a_second_controller_takes_over_when_the_leader_dies() -> anyhow::Result
             .filter(|h| !h.is_empty()))
     })
     .await?;
-    let second = Controller::start(
-        &n,
-        &["--lease-namespace", n.as_str(), "--log-format", "json"],
-    )
-    .await?;
+    let second = Controller::start_with(&n, &["--log-format", "json"])?;
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
-    ready_agent(&agents, "team-agent").await?;
+    ready_agent(&agents, "team-agent", WAIT).await?;
 
     let (leader, follower) = if holder.ends_with(&format!("-{}", first.pid().context("no pid")?)) {
         (first, second)
@@ -561,9 +410,9 @@ async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_
     let client = admin_client().await?;
     let ns = prepare(&client, "agent-standby").await?;
     let n = ns.name.clone();
-    let controller = Controller::start(&n, &["--lease-namespace", n.as_str()]).await?;
+    let controller = Controller::start(&n)?;
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
-    ready_agent(&agents, "team-agent")
+    ready_agent(&agents, "team-agent", WAIT)
         .await
         .with_context(|| format!("controller log:\n{}", controller.log()))?;
     let idle_timeout = Duration::from_secs(30);
@@ -587,15 +436,7 @@ async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_
     .await?;
 
     // A session created on the server is activity: the clock moves to it.
-    let password = Api::<Secret>::namespaced(client.clone(), &n)
-        .get("team-agent-server-auth")
-        .await?
-        .data
-        .and_then(|d| {
-            d.get("password")
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        })
-        .context("no password")?;
+    let password = server_password(&client, &n, "team-agent").await?;
     let query = format!(
         "directory=/workspace&auth_token={}",
         opencode_auth_token(&password)
@@ -681,7 +522,7 @@ async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_
         )
         .await?;
     let resumed_at = k8s_openapi::jiff::Timestamp::now();
-    ready_agent(&agents, "team-agent").await?;
+    ready_agent(&agents, "team-agent", WAIT).await?;
     let mark = wait_until("status.idleSince set after resume", WAIT, || async {
         Ok(idle_since(&agents.get("team-agent").await?))
     })
