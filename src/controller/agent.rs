@@ -411,21 +411,25 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         let now = Timestamp::now();
         let previous = existing.idle_since.as_ref().map(|t| t.0);
         match activity(&ctx, &ns, &name, &proxy).await {
-            Ok(activity) => idle_since = next_idle_since(previous, &activity, now),
-            Err(e) => {
-                // Unknown activity never suspends: keep the clock where it was.
-                tracing::warn!(agent = %format!("{ns}/{name}"), "standby: could not read the server's sessions: {e}");
-                idle_since = previous;
+            Ok(activity) => {
+                idle_since = next_idle_since(previous, &activity, now);
+                if let Some(since) = idle_since {
+                    let idle_for = now.duration_since(since).unsigned_abs();
+                    if idle_for >= timeout {
+                        let configured = spec.standby.as_ref().map(|s| s.idle_timeout.as_str());
+                        suspend_for_standby(&ctx, &agent, since, configured.unwrap_or_default())
+                            .await?;
+                        idle_since = None;
+                    } else {
+                        standby_requeue = Some(timeout - idle_for + Duration::from_secs(1));
+                    }
+                }
             }
-        }
-        if let Some(since) = idle_since {
-            let idle_for = now.duration_since(since).unsigned_abs();
-            if idle_for >= timeout {
-                let configured = spec.standby.as_ref().map(|s| s.idle_timeout.as_str());
-                suspend_for_standby(&ctx, &agent, since, configured.unwrap_or_default()).await?;
-                idle_since = None;
-            } else {
-                standby_requeue = Some(timeout - idle_for + Duration::from_secs(1));
+            Err(e) => {
+                // Unknown activity never suspends: keep the clock where it was, look again soon.
+                tracing::warn!(agent = %format!("{ns}/{name}"), "standby: could not read the server's activity: {e}");
+                idle_since = previous;
+                standby_requeue = Some(Duration::from_secs(10));
             }
         }
     }
@@ -502,7 +506,11 @@ async fn activity(
         .iter()
         .map(|s| s.time.updated)
         .max()
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        // Rounded up to the second status times carry, so the mark we compute is the mark we
+        // store (a sub-second mark would compare newer than its stored copy on every pass).
+        .and_then(|ms| {
+            Timestamp::from_second(ms.div_euclid(1000) + i64::from(ms % 1000 != 0)).ok()
+        });
     Ok(Activity {
         busy: unfinished > 0 || busy_sessions > 0,
         last,
