@@ -116,9 +116,24 @@ fn render_record(record: &str, timestamps: bool) -> Option<String> {
     })
 }
 
-/// Renders stored records, keeping the last `tail` of them when given.
-pub fn render(records: &str, timestamps: bool, tail: Option<usize>) -> String {
-    let lines: Vec<&str> = records.lines().collect();
+/// Renders stored records written at or after `since`, keeping the last `tail` of those
+/// (the kubelet's order: since first, then tail).
+pub fn render(
+    records: &str,
+    timestamps: bool,
+    tail: Option<usize>,
+    since: Option<Timestamp>,
+) -> String {
+    let lines: Vec<&str> = records
+        .lines()
+        .filter(|l| {
+            since.is_none_or(|since| {
+                l.split_once(' ')
+                    .and_then(|(ts, _)| ts.parse::<Timestamp>().ok())
+                    .is_none_or(|ts| ts >= since)
+            })
+        })
+        .collect();
     let start = tail.map_or(0, |t| lines.len().saturating_sub(t));
     lines[start..]
         .iter()
@@ -133,6 +148,21 @@ struct LogQuery {
     previous: Option<String>,
     timestamps: Option<String>,
     tail_lines: Option<usize>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+}
+
+impl LogQuery {
+    /// The earliest record to show: sinceTime (RFC 3339) or now minus sinceSeconds.
+    fn since(&self) -> Option<Timestamp> {
+        if let Some(time) = self.since_time.as_deref().and_then(|t| t.parse().ok()) {
+            return Some(time);
+        }
+        let seconds = self.since_seconds?;
+        Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+            .ok()
+    }
 }
 
 fn flag(value: &Option<String>) -> bool {
@@ -167,7 +197,12 @@ async fn container_logs(
     };
     let timestamps = flag(&query.timestamps);
     let existing = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-    let first = Bytes::from(render(&existing, timestamps, query.tail_lines));
+    let first = Bytes::from(render(
+        &existing,
+        timestamps,
+        query.tail_lines,
+        query.since(),
+    ));
     if !flag(&query.follow) {
         return first.into_response();
     }
@@ -203,6 +238,7 @@ async fn container_logs(
                         let chunk = render(
                             &String::from_utf8_lossy(&content[offset..end]),
                             timestamps,
+                            None,
                             None,
                         );
                         return Some((
@@ -288,9 +324,12 @@ mod tests {
     #[test]
     fn renders_records_with_and_without_timestamps_and_tails() {
         let records = "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:01Z stderr F two words\n2026-01-01T00:00:02Z stdout F \n";
-        assert_eq!(render(records, false, None), "one\ntwo words\n\n");
+        assert_eq!(render(records, false, None, None), "one\ntwo words\n\n");
+        let since: Timestamp = "2026-01-01T00:00:01Z".parse().expect("time");
+        assert_eq!(render(records, false, None, Some(since)), "two words\n\n");
+        assert_eq!(render(records, false, Some(1), Some(since)), "\n");
         assert_eq!(
-            render(records, true, Some(2)),
+            render(records, true, Some(2), None),
             "2026-01-01T00:00:01Z two words\n2026-01-01T00:00:02Z \n"
         );
     }
