@@ -71,9 +71,11 @@ kubectl create --raw "$proxy/session/$session/message?$query" -f "$body" |
 
 cat <<MSG
 
-Next:
-  export KUBECONFIG=$kubeconfig
+Next (kubectl finds the plugin on PATH as kubectl-kubeoc):
+  export KUBECONFIG=$kubeconfig PATH=$repo_root/target/release:\$PATH
   kubectl kubeoc agent list -A -o wide
   kubectl kubeoc agent describe team-agent -n $ns
+  kubectl kubeoc agent logs team-agent -n $ns
+  curl -s http://127.0.0.1:8080/metrics | grep ^kubeoc_   # the controller's metrics
   kubectl kubeoc agent attach team-agent -n $ns   # the chat terminal: coming with the attach issue
 MSG
