@@ -14,8 +14,10 @@
 //! | Secret | `<a>-server-auth` | key `password` ([`auth_secret`]) |
 //!
 //! Pod layout: init containers `opencode-init` (agent image, default entrypoint, copies the
-//! binary into the `tools` emptyDir), `git-init-<i>` per Git context and skill source,
-//! `context-init` (writes context files and opencode.json); container `opencode-server`
+//! binary into the `tools` emptyDir), `plugin-init` with spec.plugins (`npm install` into the
+//! `plugins-volume` emptyDir, [`BuildSettings::plugin_image`]), `git-init-<i>` per Git context
+//! and skill source, `context-init` (writes context files, opencode.json and tui.json);
+//! container `opencode-server`
 //! (executor image) running `/tools/opencode serve`; sidecars `git-sync-<i>` for Git contexts
 //! with HotReload sync. Where upstream runs its own helper binary (`/kubeopencode git-init`,
 //! ...), the helper containers here run explicit `sh -c` scripts (`git clone`, `cp`) in a small
@@ -46,8 +48,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::agent::{
-    AgentPodSpec, CaBundleConfig, ContainerOverrides, Credential, ExtraPort, PortProtocol,
-    VolumePersistence,
+    AgentPodSpec, CaBundleConfig, ContainerOverrides, Credential, ExtraPort, PluginSpec,
+    PluginTarget, PortProtocol, VolumePersistence,
 };
 use crate::api::common::ProxyConfig;
 use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy};
@@ -64,6 +66,12 @@ pub const SERVER_CONTAINER: &str = "opencode-server";
 pub const OPENCODE_INIT_CONTAINER: &str = "opencode-init";
 /// Name of the init container that writes context files and opencode.json.
 pub const CONTEXT_INIT_CONTAINER: &str = "context-init";
+/// Name of the init container that installs spec.plugins with `npm install`.
+pub const PLUGIN_INIT_CONTAINER: &str = "plugin-init";
+/// Where plugin-init installs the plugins (`npm install --prefix`), as upstream: OpenCode
+/// loads each from `file:///plugins/node_modules/<package>`, so the executor image needs no
+/// npm and the server needs no registry access for them.
+pub const PLUGINS_MOUNT_PATH: &str = "/plugins";
 /// Port of the OpenCode server when spec.port is unset.
 pub const DEFAULT_PORT: i32 = 4096;
 /// Where the sessions volume is mounted.
@@ -74,6 +82,10 @@ pub const TOOLS_MOUNT_PATH: &str = "/tools";
 pub const PASSWORD_KEY: &str = "password";
 /// Path of the generated OpenCode configuration (OPENCODE_CONFIG), as upstream.
 pub const OPENCODE_CONFIG_PATH: &str = "/tools/opencode.json";
+/// Path of the generated TUI configuration (OPENCODE_TUI_CONFIG) holding `target: tui`
+/// plugins, as upstream. `opencode serve` never reads it (checked with 1.18.33); an
+/// `opencode attach` run inside the server container does.
+pub const OPENCODE_TUI_CONFIG_PATH: &str = "/tools/tui.json";
 /// Context file for contexts without mountPath, relative to workspaceDir, as upstream.
 pub const CONTEXT_FILE_REL_PATH: &str = ".kubeopencode/context.md";
 /// OPENCODE_PERMISSION unless spec.config has a `permission` key (upstream's default: the
@@ -81,6 +93,8 @@ pub const CONTEXT_FILE_REL_PATH: &str = ".kubeopencode/context.md";
 pub const DEFAULT_PERMISSION: &str = r#"{"*":"allow"}"#;
 /// Default image of the helper containers: git and a POSIX shell.
 pub const DEFAULT_SYSTEM_IMAGE: &str = "alpine/git:2.47.2";
+/// Default image of plugin-init: a public image with node, npm and a POSIX shell.
+pub const DEFAULT_PLUGIN_IMAGE: &str = "node:22-alpine";
 /// Default `agentImage`: upstream's OpenCode image of the release kubeoc follows.
 pub const DEFAULT_AGENT_IMAGE: &str = "ghcr.io/kubeopencode/kubeopencode-agent-opencode:v0.1.7";
 /// Default `executorImage`: upstream's devbox image of the release kubeoc follows.
@@ -93,6 +107,10 @@ pub const DEFAULT_SESSIONS_SIZE: &str = "1Gi";
 pub const DEFAULT_WORKSPACE_SIZE: &str = "10Gi";
 
 const TOOLS_VOLUME: &str = "tools";
+const PLUGINS_VOLUME: &str = "plugins-volume";
+/// npm's cache during plugin-init: on the plugins volume (not $HOME, which may be read-only
+/// or shared), removed after the install.
+const NPM_CACHE_DIR: &str = "/plugins/.npm-cache";
 const WORKSPACE_VOLUME: &str = "workspace";
 const SESSIONS_VOLUME: &str = "session-data";
 const CONTEXT_VOLUME: &str = "context-files";
@@ -124,6 +142,9 @@ pub struct BuildSettings {
     pub cluster_domain: String,
     /// Image of the helper containers (git-init, git-sync, context-init): needs `git` and `sh`.
     pub system_image: String,
+    /// Image of plugin-init, which installs spec.plugins: needs `npm` and `sh`. Not the
+    /// system image, which has no npm.
+    pub plugin_image: String,
     /// `agentImage` when the Agent and its template set none.
     pub default_agent_image: String,
     /// `executorImage` when the Agent and its template set none.
@@ -137,6 +158,7 @@ impl Default for BuildSettings {
         Self {
             cluster_domain: crate::api::config::DEFAULT_CLUSTER_DOMAIN.to_string(),
             system_image: DEFAULT_SYSTEM_IMAGE.to_string(),
+            plugin_image: DEFAULT_PLUGIN_IMAGE.to_string(),
             default_agent_image: DEFAULT_AGENT_IMAGE.to_string(),
             default_executor_image: DEFAULT_EXECUTOR_IMAGE.to_string(),
             run_as_user: DEFAULT_RUN_AS_USER,
@@ -215,7 +237,8 @@ pub fn auth_secret_name(agent: &str) -> String {
 
 /// Selects the children of every Agent (a subset of [`server_labels`]): what the controller
 /// watches.
-pub const CHILD_SELECTOR: &str = "app.kubernetes.io/name=kubeopencode-server,app.kubernetes.io/managed-by=kubeopencode";
+pub const CHILD_SELECTOR: &str =
+    "app.kubernetes.io/name=kubeopencode-server,app.kubernetes.io/managed-by=kubeopencode";
 
 /// Labels of every child object, as upstream sets them.
 pub fn server_labels(agent: &str) -> BTreeMap<String, String> {
@@ -431,6 +454,7 @@ pub fn validate(spec: &AgentSpec) -> Result<(), InvalidSpec> {
             ));
         }
     }
+    validate_plugins(spec.plugins.as_deref().unwrap_or_default())?;
     let port = server_port(spec);
     let mut names = vec!["http".to_string()];
     let mut numbers = vec![port];
@@ -502,19 +526,106 @@ fn validate_context(i: usize, item: &ContextItem) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
+/// Plugin names reach a shell and npm, and OpenCode's config only takes an object as options,
+/// so both are checked here rather than failing in the Pod.
+fn validate_plugins(plugins: &[PluginSpec]) -> Result<(), InvalidSpec> {
+    let invalid = |message: String| Err(InvalidSpec::new("spec.plugins", message));
+    // package -> (index, specifier, target) of its first entry.
+    let mut seen: BTreeMap<&str, (usize, &str, PluginTarget)> = BTreeMap::new();
+    for (i, plugin) in plugins.iter().enumerate() {
+        let name = plugin.name.as_str();
+        if let Err(why) = check_npm_specifier(name) {
+            return invalid(format!(
+                "spec.plugins[{i}].name {name:?} is not an npm registry package specifier ({why}); use \"name\", \"name@1.2.3\", \"@scope/name\" or \"@scope/name@^1.0.0\" (git URLs, tarballs and paths are not supported)"
+            ));
+        }
+        if let Some(options) = &plugin.options
+            && !options.is_object()
+        {
+            return invalid(format!(
+                "spec.plugins[{i}].options must be an object (OpenCode passes it to the plugin as its options), got {options}"
+            ));
+        }
+        let target = plugin_target(plugin);
+        let package = npm_package_name(name);
+        match seen.get(package) {
+            Some((j, _, first)) if *first == target => {
+                return invalid(format!(
+                    "spec.plugins[{i}] repeats package {package:?} (already spec.plugins[{j}]); list each plugin once"
+                ));
+            }
+            Some((j, first, _)) if *first != name => {
+                return invalid(format!(
+                    "spec.plugins[{i}] asks for {name:?} but spec.plugins[{j}] for {first:?}: one package is installed once, so both entries need the same specifier"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(package, (i, name, target));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks `[@scope/]name[@version]`: the name part in npm's URL-safe characters (uppercase
+/// allowed for old packages), the version part free text without control characters (ranges
+/// such as ">=1.0.0 <2" contain spaces; the word is quoted for the shell).
+fn check_npm_specifier(specifier: &str) -> Result<(), &'static str> {
+    let package = npm_package_name(specifier);
+    let version = specifier.get(package.len()..).unwrap_or_default();
+    if package.len() > 214 {
+        return Err("the package name is longer than 214 characters");
+    }
+    let name_part = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with(['.', '_', '-'])
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+    };
+    let valid_name = match package.strip_prefix('@') {
+        Some(scoped) => scoped
+            .split_once('/')
+            .is_some_and(|(scope, name)| name_part(scope) && name_part(name)),
+        None => name_part(package),
+    };
+    if !valid_name {
+        return Err("bad package name");
+    }
+    if let Some(version) = version.strip_prefix('@') {
+        if version.trim().is_empty() {
+            return Err("empty version after @");
+        }
+        if version.chars().any(char::is_control) {
+            return Err("control characters in the version");
+        }
+    } else if !version.is_empty() {
+        return Err("bad package name");
+    }
+    Ok(())
+}
+
+/// The package part of an npm specifier: `@scope/name@^1` -> `@scope/name`, `name@1` -> `name`;
+/// where npm installs it under node_modules.
+fn npm_package_name(specifier: &str) -> &str {
+    let version_at = match specifier.strip_prefix('@') {
+        Some(rest) => rest.find('@').map(|i| i + 1),
+        None => specifier.find('@'),
+    };
+    version_at.map_or(specifier, |i| &specifier[..i])
+}
+
+fn plugin_target(plugin: &PluginSpec) -> PluginTarget {
+    plugin.target.unwrap_or(PluginTarget::Server)
+}
+
 /// Human-readable notes on fields the effective spec sets that kubeoc does not implement yet;
 /// the reconciler reports them in a condition (they are never silently ignored).
 pub fn unsupported(spec: &AgentSpec) -> Vec<String> {
     let mut notes = Vec::new();
     if spec.share.as_ref().is_some_and(|s| s.enabled) {
         notes.push("spec.share: share links are not implemented; no link is created".to_string());
-    }
-    if let Some(plugins) = spec.plugins.as_ref().filter(|p| !p.is_empty()) {
-        let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
-        notes.push(format!(
-            "spec.plugins: plugins are not installed yet ({})",
-            names.join(", ")
-        ));
     }
     if spec.command.as_ref().is_some_and(|c| !c.is_empty()) {
         notes.push(
@@ -594,7 +705,8 @@ pub fn build(agent: &Agent, spec: &AgentSpec, settings: &BuildSettings) -> Serve
     let port = server_port(spec);
     let extra_ports = spec.extra_ports.clone().unwrap_or_default();
 
-    let contexts = plan_contexts(spec, name, namespace, &workspace);
+    let plugins = plan_plugins(spec.plugins.as_deref().unwrap_or_default());
+    let contexts = plan_contexts(spec, name, namespace, &workspace, &plugins);
     let context_config_map = (!contexts.data.is_empty()).then(|| {
         let mut labels = server_labels(name);
         labels.insert("app".to_string(), "kubeopencode".to_string());
@@ -629,6 +741,7 @@ pub fn build(agent: &Agent, spec: &AgentSpec, settings: &BuildSettings) -> Serve
         port,
         extra_ports: &extra_ports,
         contexts: &contexts,
+        plugins: &plugins,
         workspace_claim: workspace_pvc.as_ref().map(|_| workspace_pvc_name(name)),
     });
 
@@ -737,6 +850,7 @@ struct PodInputs<'a> {
     port: i32,
     extra_ports: &'a [ExtraPort],
     contexts: &'a ContextPlan,
+    plugins: &'a PluginPlan,
     workspace_claim: Option<String>,
 }
 
@@ -749,6 +863,7 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
         port,
         extra_ports,
         contexts,
+        plugins,
         workspace_claim,
     } = input;
     let pod_spec = spec.pod_spec.clone().unwrap_or_default();
@@ -808,6 +923,9 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
     if contexts.config_file {
         env.push(env_value("OPENCODE_CONFIG", OPENCODE_CONFIG_PATH));
     }
+    if contexts.tui_config_file {
+        env.push(env_value("OPENCODE_TUI_CONFIG", OPENCODE_TUI_CONFIG_PATH));
+    }
     let config_sets_permission = spec
         .config
         .as_ref()
@@ -835,6 +953,24 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
     }];
     let mut init_kinds = vec![system.open_code_init.as_ref()];
     let mut sidecars = Vec::new();
+
+    if !plugins.install.is_empty() {
+        volumes.push(empty_dir(PLUGINS_VOLUME));
+        // Read-only for the server: what plugin-init installed is what runs, whatever the
+        // agent's tools do to the filesystem.
+        server_mounts.push(read_only(mount(PLUGINS_VOLUME, PLUGINS_MOUNT_PATH)));
+        let mut container = system_container(
+            PLUGIN_INIT_CONTAINER.to_string(),
+            settings,
+            plugin_init_script(&plugins.install),
+            vec![env_value("npm_config_cache", NPM_CACHE_DIR)],
+            vec![mount(PLUGINS_VOLUME, PLUGINS_MOUNT_PATH)],
+        );
+        container.image_pull_policy = Some(pull_policy(&settings.plugin_image).to_string());
+        container.image = Some(settings.plugin_image.clone());
+        init_containers.push(container);
+        init_kinds.push(system.plugin_init.as_ref());
+    }
 
     let ca = spec.ca_bundle.as_ref().and_then(ca_bundle);
     for (i, repo) in contexts.git.iter().enumerate() {
@@ -1502,6 +1638,8 @@ struct ContextPlan {
     git: Vec<GitRepo>,
     /// Whether opencode.json is written (OPENCODE_CONFIG).
     config_file: bool,
+    /// Whether tui.json is written (OPENCODE_TUI_CONFIG).
+    tui_config_file: bool,
 }
 
 /// A file context-init copies into place.
@@ -1525,7 +1663,13 @@ enum Part {
     },
 }
 
-fn plan_contexts(spec: &AgentSpec, agent: &str, namespace: &str, workspace: &str) -> ContextPlan {
+fn plan_contexts(
+    spec: &AgentSpec,
+    agent: &str,
+    namespace: &str,
+    workspace: &str,
+    plugins: &PluginPlan,
+) -> ContextPlan {
     let mut plan = ContextPlan::default();
     let mut parts = Vec::new();
     let mut files: Vec<ContextFile> = Vec::new();
@@ -1719,12 +1863,30 @@ fn plan_contexts(spec: &AgentSpec, agent: &str, namespace: &str, workspace: &str
         }
         script.push(format!("}} > {}", sh_quote(path)));
     }
-    if let Some(config) = opencode_config(spec, &skill_paths, context_file.as_deref()) {
+    if let Some(config) =
+        opencode_config(spec, &skill_paths, context_file.as_deref(), &plugins.server)
+    {
         let key = insert_unique(&mut plan.data, config_map_key(OPENCODE_CONFIG_PATH), config);
         script.push(format!(
             "cp {CONTEXT_FILES_MOUNT}/{key} {OPENCODE_CONFIG_PATH}"
         ));
         plan.config_file = true;
+        plan.writes_tools = true;
+    }
+    if !plugins.tui.is_empty() {
+        let config = serde_json::json!({
+            "$schema": "https://opencode.ai/tui.json",
+            "plugin": plugins.tui,
+        });
+        let key = insert_unique(
+            &mut plan.data,
+            config_map_key(OPENCODE_TUI_CONFIG_PATH),
+            config.to_string(),
+        );
+        script.push(format!(
+            "cp {CONTEXT_FILES_MOUNT}/{key} {OPENCODE_TUI_CONFIG_PATH}"
+        ));
+        plan.tui_config_file = true;
         plan.writes_tools = true;
     }
     plan.script = script;
@@ -1808,14 +1970,20 @@ ServiceAccount may read it)."
     )
 }
 
-/// opencode.json: spec.config plus the skill paths (`skills.paths`) and the context file
-/// (`instructions`), appended without duplicates. None when there is nothing to write.
+/// opencode.json: spec.config plus the skill paths (`skills.paths`), the context file
+/// (`instructions`) and the server plugins (`plugin`), appended without duplicates. None when
+/// there is nothing to write.
 fn opencode_config(
     spec: &AgentSpec,
     skill_paths: &[String],
     context_file: Option<&str>,
+    plugins: &[serde_json::Value],
 ) -> Option<String> {
-    if spec.config.is_none() && skill_paths.is_empty() && context_file.is_none() {
+    if spec.config.is_none()
+        && skill_paths.is_empty()
+        && context_file.is_none()
+        && plugins.is_empty()
+    {
         return None;
     }
     let mut config = spec
@@ -1837,8 +2005,107 @@ fn opencode_config(
         if let Some(file) = context_file {
             append_strings(object, "instructions", &[file.to_string()]);
         }
+        if !plugins.is_empty() {
+            append_plugins(object, plugins);
+        }
     }
     Some(config.to_string())
+}
+
+/// Appends plugin entries to the `plugin` list after the user's own entries, which are kept
+/// as written. An entry whose specifier the list already has is skipped, so a user's own
+/// `["file:///plugins/node_modules/x", {...}]` wins over spec.plugins' entry for x. A user
+/// entry naming the same package by npm name ("x") stays too: OpenCode would then fetch and
+/// load that copy as well, so list a plugin in one place.
+fn append_plugins(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+    entries: &[serde_json::Value],
+) {
+    let list = object
+        .entry("plugin")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = serde_json::Value::Array(Vec::new());
+    }
+    if let Some(list) = list.as_array_mut() {
+        for entry in entries {
+            let specifier = plugin_entry_specifier(entry);
+            if !list.iter().any(|e| plugin_entry_specifier(e) == specifier) {
+                list.push(entry.clone());
+            }
+        }
+    }
+}
+
+/// The specifier of a config `plugin` entry: `"spec"` or `["spec", {options}]`.
+fn plugin_entry_specifier(entry: &serde_json::Value) -> Option<&str> {
+    match entry {
+        serde_json::Value::Array(pair) => pair.first().and_then(|s| s.as_str()),
+        other => other.as_str(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugins
+
+/// What spec.plugins turns into.
+#[derive(Debug, Default, PartialEq)]
+struct PluginPlan {
+    /// npm specifiers for plugin-init, in spec order, each once.
+    install: Vec<String>,
+    /// `plugin` entries of opencode.json (target server).
+    server: Vec<serde_json::Value>,
+    /// `plugin` entries of tui.json (target tui).
+    tui: Vec<serde_json::Value>,
+}
+
+/// Every plugin is installed; each is loaded from its installed directory. OpenCode 1.18.33
+/// takes a `plugin` entry as `"file:///..."` or, with options, `["file:///...", {options}]`
+/// and calls the plugin with the options as its second argument (both shapes checked with
+/// the real binary, offline). Server plugins go to opencode.json, which `opencode serve`
+/// loads. TUI plugins go to tui.json (OPENCODE_TUI_CONFIG, as upstream): `opencode serve`
+/// does not read that file, but `opencode attach` run inside the server container (e.g. `kubectl
+/// exec -it`) loads them; a TUI running elsewhere (`kubectl kubeoc agent attach --opencode`,
+/// a laptop's `opencode attach`) reads its own machine's tui.json and cannot see /plugins.
+fn plan_plugins(plugins: &[PluginSpec]) -> PluginPlan {
+    let mut plan = PluginPlan::default();
+    for plugin in plugins {
+        if !plan.install.contains(&plugin.name) {
+            plan.install.push(plugin.name.clone());
+        }
+        let url = format!(
+            "file://{PLUGINS_MOUNT_PATH}/node_modules/{}",
+            npm_package_name(&plugin.name)
+        );
+        let entry = match &plugin.options {
+            Some(options) => serde_json::json!([url, options]),
+            None => serde_json::Value::String(url),
+        };
+        match plugin_target(plugin) {
+            PluginTarget::Server => plan.server.push(entry),
+            PluginTarget::Tui => plan.tui.push(entry),
+        }
+    }
+    plan
+}
+
+/// The plugin-init script: one `npm install` of every specifier into /plugins. `--` ends
+/// npm's options, so no specifier is read as a flag; `--ignore-scripts` as OpenCode's own
+/// plugin installer does (plugins cannot rely on install scripts there either). The registry,
+/// proxy and CA come from the environment (`npm_config_registry` in podSpec.extraEnv or
+/// systemContainers.pluginInit.extraEnv, HTTP(S)_PROXY/NO_PROXY, NODE_EXTRA_CA_CERTS).
+fn plugin_init_script(specifiers: &[String]) -> String {
+    let words: Vec<String> = specifiers.iter().map(|s| sh_quote(s)).collect();
+    [
+        "set -eu".to_string(),
+        format!(
+            "npm install --prefix {PLUGINS_MOUNT_PATH} --no-audit --no-fund --no-update-notifier --ignore-scripts -- {}",
+            words.join(" ")
+        ),
+        format!("npm ls --prefix {PLUGINS_MOUNT_PATH} --depth=0 || true"),
+        format!("rm -rf {NPM_CACHE_DIR}"),
+    ]
+    .join("\n")
 }
 
 fn append_strings(
@@ -2459,7 +2726,7 @@ mod tests {
                 serde_json::from_str(&cm.data.as_ref().expect("data")["tools-opencode.json"])
                     .expect("JSON");
             for (k, v) in config.as_object().expect("an object") {
-                if k != "instructions" && k != "skills" {
+                if k != "instructions" && k != "skills" && k != "plugin" {
                     assert_eq!(&written[k], v, "{what}: config key {k}");
                 }
             }
@@ -3166,11 +3433,9 @@ spec:
         let notes = unsupported(&share.agent.spec);
         assert_eq!(notes.len(), 1);
         assert!(notes[0].starts_with("spec.share"), "{notes:?}");
+        // Plugins are installed now: no note.
         let (spec, _) = build_example(&example("agent-plugins", "plugin-test-agent"));
-        assert_eq!(
-            unsupported(&spec),
-            ["spec.plugins: plugins are not installed yet (cc-safety-net, plugin-gentleman)"]
-        );
+        assert!(unsupported(&spec).is_empty(), "{:?}", unsupported(&spec));
         let agent = agent_yaml(
             r#"
 apiVersion: kubeopencode.io/v1alpha1
@@ -3796,6 +4061,464 @@ spec:
                 .expect("a context"),
         ]);
         assert_ne!(first, hash(&build_agent(&agent)));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plugins
+
+    fn config_json(objects: &ServerObjects, key: &str) -> serde_json::Value {
+        let data = objects
+            .context_config_map
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .expect("context ConfigMap data");
+        serde_json::from_str(&data[key]).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    /// The plugin-init script run by `sh` with `npm` and `rm` replaced by functions that print
+    /// their arguments one per line: what npm would receive, after the shell's quoting.
+    fn npm_arguments(script: &str) -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "npm() {{ printf 'npm\\n'; printf '%s\\n' \"$@\"; }}\nrm() {{ :; }}\n{script}"
+            ))
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split("npm\n")
+            .nth(1)
+            .expect("an npm call")
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn upstream_plugin_agent_installs_with_npm_and_loads_from_the_volume() {
+        let (_, objects) = build_example(&example("agent-plugins", "plugin-test-agent"));
+        let pod = pod(&objects);
+        // plugin-init runs after opencode-init, before context-init, in the npm image.
+        assert_eq!(
+            names(pod.init_containers.as_ref()),
+            ["opencode-init", "plugin-init", "context-init"]
+        );
+        let init = container(pod, PLUGIN_INIT_CONTAINER);
+        assert_eq!(init.image.as_deref(), Some("node:22-alpine"));
+        assert_eq!(init.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            script(init),
+            "set -eu\n\
+             npm install --prefix /plugins --no-audit --no-fund --no-update-notifier --ignore-scripts -- cc-safety-net plugin-gentleman\n\
+             npm ls --prefix /plugins --depth=0 || true\n\
+             rm -rf /plugins/.npm-cache"
+        );
+        assert_eq!(env_value_of(init, "HOME"), "/tmp");
+        assert_eq!(
+            env_value_of(init, "npm_config_cache"),
+            "/plugins/.npm-cache"
+        );
+        // The volume: written by plugin-init, read-only for the server.
+        assert!(volume(pod, "plugins-volume").empty_dir.is_some());
+        let written = mount_at(init, "/plugins");
+        assert_eq!(
+            (written.name.as_str(), written.read_only),
+            ("plugins-volume", None)
+        );
+        let server = server(&objects);
+        let loaded = mount_at(server, "/plugins");
+        assert_eq!(
+            (loaded.name.as_str(), loaded.read_only),
+            ("plugins-volume", Some(true))
+        );
+        assert!(
+            container(pod, CONTEXT_INIT_CONTAINER)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.mount_path != "/plugins")
+        );
+        // The server plugin in opencode.json, next to the user's config; the TUI plugin only
+        // in tui.json.
+        let config = config_json(&objects, "tools-opencode.json");
+        assert_eq!(
+            config["plugin"],
+            serde_json::json!(["file:///plugins/node_modules/cc-safety-net"])
+        );
+        assert_eq!(config["model"], "opencode/big-pickle");
+        let tui = config_json(&objects, "tools-tui.json");
+        assert_eq!(
+            tui,
+            serde_json::json!({
+                "$schema": "https://opencode.ai/tui.json",
+                "plugin": ["file:///plugins/node_modules/plugin-gentleman"],
+            })
+        );
+        assert_eq!(
+            env_value_of(server, "OPENCODE_CONFIG"),
+            "/tools/opencode.json"
+        );
+        assert_eq!(
+            env_value_of(server, "OPENCODE_TUI_CONFIG"),
+            "/tools/tui.json"
+        );
+        let copy = script(container(pod, CONTEXT_INIT_CONTAINER));
+        assert!(
+            copy.contains("cp /configmap-files/tools-tui.json /tools/tui.json"),
+            "{copy}"
+        );
+        check_restricted("agent-plugins", pod);
+        check_consistent("agent-plugins", &objects);
+    }
+
+    #[test]
+    fn plugin_options_scopes_and_versions_from_the_docs() {
+        // 056: a scoped plugin with options, no inline config.
+        let (_, objects) = build_example(&example("056-", "my-agent"));
+        assert_eq!(
+            config_json(&objects, "tools-opencode.json")["plugin"],
+            serde_json::json!([
+                "file:///plugins/node_modules/cc-safety-net",
+                [
+                    "file:///plugins/node_modules/@nicholasgriffintn/opencode-plugin-otel",
+                    {"endpoint": "http://otel-collector:4318"}
+                ],
+            ])
+        );
+        let pod_056 = pod(&objects);
+        assert_eq!(
+            npm_arguments(script(container(pod_056, PLUGIN_INIT_CONTAINER))),
+            [
+                "install",
+                "--prefix",
+                "/plugins",
+                "--no-audit",
+                "--no-fund",
+                "--no-update-notifier",
+                "--ignore-scripts",
+                "--",
+                "cc-safety-net",
+                "@nicholasgriffintn/opencode-plugin-otel",
+            ]
+        );
+        // No TUI plugin: no tui.json and no OPENCODE_TUI_CONFIG.
+        let server = server(&objects);
+        assert!(!env_names(server).contains(&"OPENCODE_TUI_CONFIG"));
+        assert!(
+            !objects
+                .context_config_map
+                .as_ref()
+                .and_then(|c| c.data.as_ref())
+                .expect("data")
+                .contains_key("tools-tui.json")
+        );
+
+        // 066: a pinned scoped version; pluginInit overrides reach plugin-init only.
+        let (_, objects) = build_example(&example("066-", "plugin-agent"));
+        let pod = pod(&objects);
+        let init = container(pod, PLUGIN_INIT_CONTAINER);
+        assert!(script(init).contains("-- @corp/opencode-plugin@1.0.0\n"));
+        assert_eq!(
+            config_json(&objects, "tools-opencode.json")["plugin"],
+            serde_json::json!(["file:///plugins/node_modules/@corp/opencode-plugin"])
+        );
+        assert_eq!(
+            env_value_of(init, "NPM_CONFIG_REGISTRY"),
+            "https://npm.corp.example.com"
+        );
+        assert_eq!(
+            secret_ref(env(init, "NPM_TOKEN")),
+            ("npm-credentials", "token")
+        );
+        for c in all_containers(pod).filter(|c| c.name != PLUGIN_INIT_CONTAINER) {
+            assert!(!env_names(c).contains(&"NPM_TOKEN"), "{}", c.name);
+        }
+
+        // 058: plugins from an AgentTemplate reach an Agent without its own.
+        let path = upstream_dir().join("docs/058-website_docs_features_plugins.yaml");
+        let template: AgentTemplate =
+            serde_json::from_value(documents(&path).remove(0)).expect("an AgentTemplate");
+        let agent = agent_yaml(
+            r#"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: a}
+spec:
+  templateRef: {name: base-template}
+"#,
+        );
+        let spec = effective_spec(&agent.spec, Some(&template.spec));
+        validate(&spec).expect("valid");
+        let objects = build(&agent, &spec, &BuildSettings::default());
+        assert_eq!(
+            config_json(&objects, "tools-opencode.json")["plugin"][0][0],
+            "file:///plugins/node_modules/@nicholasgriffintn/opencode-plugin-otel"
+        );
+    }
+
+    #[test]
+    fn plugin_specifiers_reach_npm_exactly_as_written() {
+        let agent = agent_yaml(
+            r#"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: a}
+spec:
+  workspaceDir: /w
+  serviceAccountName: sa
+  plugins:
+    - name: "range-plugin@>=1.0.0 <2.0.0"
+    - name: "@scope/quoted@1.0.0-it's"
+    - name: "tagged@$(echo injected)`id`"
+    - name: "both@^2"
+    - name: "both@^2"
+      target: tui
+      options: {theme: dark}
+"#,
+        );
+        let objects = build_agent(&agent);
+        let init = container(pod(&objects), PLUGIN_INIT_CONTAINER);
+        let args = npm_arguments(script(init));
+        let after = args
+            .iter()
+            .position(|a| a == "--")
+            .map(|i| &args[i + 1..])
+            .expect("--");
+        // Each specifier one argument, unexpanded; the package listed twice installs once.
+        assert_eq!(
+            after,
+            [
+                "range-plugin@>=1.0.0 <2.0.0",
+                "@scope/quoted@1.0.0-it's",
+                "tagged@$(echo injected)`id`",
+                "both@^2",
+            ]
+        );
+        assert_eq!(
+            config_json(&objects, "tools-opencode.json")["plugin"],
+            serde_json::json!([
+                "file:///plugins/node_modules/range-plugin",
+                "file:///plugins/node_modules/@scope/quoted",
+                "file:///plugins/node_modules/tagged",
+                "file:///plugins/node_modules/both",
+            ])
+        );
+        assert_eq!(
+            config_json(&objects, "tools-tui.json")["plugin"],
+            serde_json::json!([["file:///plugins/node_modules/both", {"theme": "dark"}]])
+        );
+    }
+
+    #[test]
+    fn plugins_merge_after_the_users_config_plugins() {
+        let agent = agent_yaml(
+            r#"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: a}
+spec:
+  workspaceDir: /w
+  serviceAccountName: sa
+  config:
+    model: m/x
+    plugin:
+      - opencode-wakatime
+      - ["file:///plugins/node_modules/mine", {from: user}]
+  plugins:
+    - name: mine@1.2.3
+      options: {from: spec}
+    - name: other
+      options: {level: 2}
+"#,
+        );
+        let objects = build_agent(&agent);
+        let config = config_json(&objects, "tools-opencode.json");
+        // The user's entries first and as written; spec.plugins' entry for a URL the user
+        // already lists is dropped (the user's options win); the rest appended.
+        assert_eq!(
+            config["plugin"],
+            serde_json::json!([
+                "opencode-wakatime",
+                ["file:///plugins/node_modules/mine", {"from": "user"}],
+                ["file:///plugins/node_modules/other", {"level": 2}],
+            ])
+        );
+        assert_eq!(config["model"], "m/x");
+        // Still installed: the user's entry loads what plugin-init installs.
+        let init = container(pod(&objects), PLUGIN_INIT_CONTAINER);
+        assert!(
+            script(init).contains("-- mine@1.2.3 other\n"),
+            "{}",
+            script(init)
+        );
+        // Plugins alone are enough for an opencode.json.
+        let only = agent_yaml(
+            r#"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: a}
+spec:
+  workspaceDir: /w
+  serviceAccountName: sa
+  plugins: [{name: solo}]
+"#,
+        );
+        let objects = build_agent(&only);
+        assert_eq!(
+            config_json(&objects, "tools-opencode.json"),
+            serde_json::json!({"plugin": ["file:///plugins/node_modules/solo"]})
+        );
+        // No plugins: no plugin-init, no volume.
+        let objects = build_agent(&seed_agent());
+        assert!(
+            all_containers(pod(&objects)).all(|c| c.name != PLUGIN_INIT_CONTAINER),
+            "seed agent"
+        );
+        assert!(
+            pod(&objects)
+                .volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "plugins-volume")
+        );
+    }
+
+    #[test]
+    fn plugin_init_gets_proxy_ca_registry_and_its_image_setting() {
+        let agent = agent_yaml(
+            r#"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: a}
+spec:
+  workspaceDir: /w
+  serviceAccountName: sa
+  plugins: [{name: p}]
+  caBundle: {configMapRef: {name: corp-ca}}
+  proxy: {httpsProxy: "http://proxy:3128", noProxy: "10.0.0.0/8"}
+  podSpec:
+    extraEnv:
+      - {name: npm_config_registry, value: "http://registry.local:4873/"}
+"#,
+        );
+        let settings = BuildSettings {
+            plugin_image: "registry.local/node:22".to_string(),
+            ..BuildSettings::default()
+        };
+        validate(&agent.spec).expect("valid");
+        let objects = build(&agent, &agent.spec, &settings);
+        let init = container(pod(&objects), PLUGIN_INIT_CONTAINER);
+        assert_eq!(init.image.as_deref(), Some("registry.local/node:22"));
+        for (name, value) in [
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("https_proxy", "http://proxy:3128"),
+            ("NO_PROXY", "10.0.0.0/8,.svc,.cluster.local"),
+            ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/custom-ca/tls.crt"),
+            ("npm_config_registry", "http://registry.local:4873/"),
+        ] {
+            assert_eq!(env_value_of(init, name), value, "{name}");
+        }
+        // The user's environment comes after ours, so it can replace npm's cache too.
+        let names = env_names(init);
+        let position = |n: &str| names.iter().position(|x| *x == n).expect(n);
+        assert!(position("npm_config_cache") < position("npm_config_registry"));
+        assert_eq!(mount_at(init, "/etc/ssl/certs/custom-ca").name, "ca-bundle");
+        check_restricted("plugin-init with CA and proxy", pod(&objects));
+    }
+
+    #[test]
+    fn plugin_names_and_options_are_validated() {
+        let spec_with = |plugins: serde_json::Value| -> AgentSpec {
+            serde_json::from_value(serde_json::json!({
+                "workspaceDir": "/w",
+                "serviceAccountName": "sa",
+                "plugins": plugins,
+            }))
+            .expect("a spec")
+        };
+        for name in [
+            "cc-safety-net",
+            "cc-safety-net@0.8.2",
+            "@aexol/opencode-tui",
+            "@aexol/opencode-tui@^1.0.0",
+            "x@>=1 <2",
+            "x@latest",
+            "Legacy.Name_x",
+        ] {
+            assert_eq!(
+                validate(&spec_with(serde_json::json!([{ "name": name }]))),
+                Ok(()),
+                "{name}"
+            );
+        }
+        for name in [
+            "-rf",
+            "--registry=http://evil",
+            "git+https://github.com/a/b.git",
+            "github:a/b",
+            "a/b",
+            "./local",
+            "/abs/path",
+            "https://x.io/p.tgz",
+            "a b",
+            "x@",
+            "@scope",
+            "@scope/",
+            "@/x",
+            "x@1\n2",
+            ".hidden",
+            "",
+        ] {
+            let err = validate(&spec_with(serde_json::json!([{ "name": name }]))).expect_err(name);
+            assert_eq!(err.field, "spec.plugins", "{name}");
+            assert!(
+                err.message.starts_with("spec.plugins[0].name"),
+                "{name}: {}",
+                err.message
+            );
+        }
+        let err = validate(&spec_with(
+            serde_json::json!([{"name": "x", "options": ["not", "an", "object"]}]),
+        ))
+        .expect_err("array options");
+        assert!(
+            err.message.contains("options must be an object"),
+            "{}",
+            err.message
+        );
+        let err = validate(&spec_with(serde_json::json!([
+            {"name": "x@1"}, {"name": "x@2", "target": "server"}
+        ])))
+        .expect_err("a repeated package");
+        assert!(
+            err.message.contains("repeats package \"x\""),
+            "{}",
+            err.message
+        );
+        let err = validate(&spec_with(serde_json::json!([
+            {"name": "@s/x@1"}, {"name": "@s/x@2", "target": "tui"}
+        ])))
+        .expect_err("two versions");
+        assert!(
+            err.message.contains("need the same specifier"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            validate(&spec_with(serde_json::json!([
+                {"name": "@s/x@1"}, {"name": "@s/x@1", "target": "tui"}
+            ]))),
+            Ok(())
+        );
+        assert_eq!(npm_package_name("@s/x@^1"), "@s/x");
+        assert_eq!(npm_package_name("@s/x"), "@s/x");
+        assert_eq!(npm_package_name("x@1"), "x");
+        assert_eq!(npm_package_name("x"), "x");
     }
 
     #[test]
