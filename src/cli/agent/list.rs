@@ -1,0 +1,244 @@
+//! `agent list`, `agent get` and their `-w`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::bail;
+use futures::StreamExt as _;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::core::TypeMeta;
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher::Event as WatchEvent};
+use kube::{Api, CustomResourceExt as _, ResourceExt as _};
+use serde_json::Value;
+
+use super::{agent_error, is_api_code, missing_api, render_one, report_failures, write_stdout};
+use crate::api::{API_VERSION, Agent};
+use crate::cli::output::{OutputArgs, OutputFormat, Printer, PrinterColumn};
+use crate::cluster::{Cluster, ClusterArgs};
+
+/// Name of the Agent CRD, for its printer columns.
+const CRD_NAME: &str = "agents.kubeopencode.io";
+
+/// `agent list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Label selector, e.g. team=a,tier!=dev.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// After listing, print a row for every change until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// `agent get`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GetArgs {
+    /// Agents to show; none: all in the namespace.
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+fn dynamic_agents(cluster: &Cluster, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<Agent>(&());
+    match namespace {
+        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &resource),
+        None => Api::all_with(cluster.client.clone(), &resource),
+    }
+}
+
+/// The object as JSON with apiVersion and kind (list items may come without them).
+fn to_value(mut object: DynamicObject) -> anyhow::Result<Value> {
+    if object.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
+        object.types = Some(TypeMeta {
+            api_version: API_VERSION.to_owned(),
+            kind: "Agent".to_owned(),
+        });
+    }
+    Ok(serde_json::to_value(object)?)
+}
+
+/// Printer columns from the cluster's CRD, so the table matches `kubectl get agents`; the
+/// built-in CRD when the user may not read CRDs.
+async fn columns(cluster: &Cluster) -> Vec<PrinterColumn> {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    match crds.get(CRD_NAME).await {
+        Ok(crd) => PrinterColumn::from_crd(&crd),
+        Err(_) => PrinterColumn::from_crd(&Agent::crd()),
+    }
+}
+
+pub(super) async fn list(
+    cluster_args: &ClusterArgs,
+    names: &[String],
+    args: ListArgs,
+) -> anyhow::Result<()> {
+    let cluster = cluster_args.connect().await?;
+    if cluster.all_namespaces && !names.is_empty() {
+        bail!("an Agent cannot be retrieved by name across all namespaces (drop -A, or pass -n)");
+    }
+    let namespace = cluster.namespace.clone();
+    let scope = (!cluster.all_namespaces).then_some(namespace.as_str());
+    let api = dynamic_agents(&cluster, scope);
+    let columns = columns(&cluster).await;
+    let printer =
+        Printer::new(&args.output, columns.clone()).namespace(&namespace, cluster.all_namespaces);
+    if args.watch {
+        return watch(api, &args, names, printer, columns).await;
+    }
+    let where_ = if cluster.all_namespaces {
+        "in all namespaces".to_owned()
+    } else {
+        format!("in namespace {namespace:?}")
+    };
+    if names.is_empty() {
+        let mut params = ListParams::default();
+        if let Some(selector) = &args.selector {
+            params = params.labels(selector);
+        }
+        let listed = api.list(&params).await.map_err(|e| {
+            if is_api_code(&e, 404) {
+                missing_api(e)
+            } else {
+                crate::Error::kube(format!("listing agents {where_}"), e).into()
+            }
+        })?;
+        let items = listed
+            .items
+            .into_iter()
+            .map(to_value)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        printer.print_list(&items)?;
+        return Ok(());
+    }
+    let mut items = Vec::new();
+    let mut failures = Vec::new();
+    for name in names {
+        match api.get(name).await {
+            Ok(object) => items.push(to_value(object)?),
+            Err(err) => failures.push(agent_error(err, "getting", name, &namespace)),
+        }
+    }
+    if !items.is_empty() {
+        printer.print_objects(&items)?;
+    }
+    report_failures(failures)
+}
+
+/// `-w`: the current table, then one row per change, as `kubectl get -w` prints them. After a
+/// re-list (the watch expired) only objects whose resourceVersion moved are printed again.
+async fn watch(
+    api: Api<DynamicObject>,
+    args: &ListArgs,
+    names: &[String],
+    printer: Printer,
+    columns: Vec<PrinterColumn>,
+) -> anyhow::Result<()> {
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &args.selector {
+        config = config.labels(selector);
+    }
+    if let [one] = names {
+        config = config.fields(&format!("metadata.name={one}"));
+    }
+    let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let row_printer = Printer::new(
+        &OutputArgs {
+            output: args.output.output,
+            no_headers: true,
+        },
+        columns,
+    );
+    let mut header_printed = args.output.no_headers;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut initial: Option<Vec<DynamicObject>> = None;
+    let mut first_list = true;
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    let print = |object: DynamicObject, header_printed: &mut bool| -> anyhow::Result<()> {
+        let value = to_value(object)?;
+        let printer = if *header_printed {
+            &row_printer
+        } else {
+            *header_printed = true;
+            &printer
+        };
+        write_stdout(&render_one(printer, &value, args.output.output)?)
+    };
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => {
+                if first_list {
+                    return Err(anyhow::Error::new(err).context("watching agents"));
+                }
+                eprintln!("warning: watching agents: {err} (retrying)");
+                continue;
+            }
+        };
+        let keep = |o: &DynamicObject| wanted.is_empty() || wanted.contains(o.name_any().as_str());
+        match event {
+            WatchEvent::Init => initial = Some(Vec::new()),
+            WatchEvent::InitApply(object) => {
+                if let Some(buffer) = initial.as_mut()
+                    && keep(&object)
+                {
+                    buffer.push(object);
+                }
+            }
+            WatchEvent::InitDone => {
+                let mut buffer = initial.take().unwrap_or_default();
+                buffer.sort_by_key(|o| (o.namespace(), o.name_any()));
+                if first_list {
+                    first_list = false;
+                    if !buffer.is_empty()
+                        && matches!(args.output.output, OutputFormat::Table | OutputFormat::Wide)
+                    {
+                        let values = buffer
+                            .iter()
+                            .cloned()
+                            .map(to_value)
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        let text = printer.render_objects(&values)?.stdout;
+                        header_printed = true;
+                        write_stdout(&text)?;
+                        for o in &buffer {
+                            seen.insert(key(o), o.resource_version().unwrap_or_default());
+                        }
+                        continue;
+                    }
+                }
+                for object in buffer {
+                    let rv = object.resource_version().unwrap_or_default();
+                    if seen.insert(key(&object), rv.clone()).as_deref() != Some(rv.as_str()) {
+                        print(object, &mut header_printed)?;
+                    }
+                }
+            }
+            WatchEvent::Apply(object) => {
+                if keep(&object) {
+                    seen.insert(key(&object), object.resource_version().unwrap_or_default());
+                    print(object, &mut header_printed)?;
+                }
+            }
+            WatchEvent::Delete(object) => {
+                if keep(&object) {
+                    seen.remove(&key(&object));
+                    print(object, &mut header_printed)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key(object: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}

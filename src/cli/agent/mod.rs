@@ -1,0 +1,429 @@
+//! `kubectl kubeoc agent`: create, list, get, describe, delete, suspend, resume, logs and wait
+//! for Agents, with kubectl's flags and messages.
+//!
+//! Reads of Agents for output (`get`, `list`, `-w`) go through dynamic objects so `-o yaml`
+//! shows what the apiserver stores, fields this client does not know included; `describe`,
+//! `wait` and `logs` read typed Agents because they interpret the spec and status.
+//!
+//! One file per command group: `create`, `list` (`list`, `get`), `describe`, `lifecycle`
+//! (`delete`, `suspend`, `resume`, `wait`) and `logs`; the dispatch and what they share (error
+//! messages, the Agent API, writing to stdout) are here.
+
+mod create;
+mod describe;
+mod lifecycle;
+mod list;
+mod logs;
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, anyhow};
+use kube::Api;
+use serde_json::Value;
+
+use super::output::{OutputFormat, Printer};
+use crate::api::{API_VERSION, Agent};
+use crate::cluster::{Cluster, ClusterArgs};
+
+pub use create::{
+    CreateArgs, CreateOutput, CredentialFlag, DryRun, GitContextFlag, agent_from_flags,
+    agents_from_text, parse_credential, parse_git_context,
+};
+pub use describe::{DescribeArgs, Described, Lookup, render_describe};
+pub use lifecycle::{DeleteArgs, SuspendArgs, WaitArgs, WaitFor, condition_met, last_seen};
+pub use list::{GetArgs, ListArgs};
+pub use logs::{LogsArgs, pick_server_pod};
+
+/// Field manager of every write the CLI makes.
+pub const FIELD_MANAGER: &str = "kubeoc";
+/// How `-o name` and kubectl's messages spell the resource.
+const RESOURCE: &str = "agent.kubeopencode.io";
+
+/// `kubectl kubeoc agent ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Create an Agent from flags, or from a YAML/JSON file (-f).
+    Create(CreateArgs),
+    /// List Agents (columns as `kubectl get agents`).
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show Agents by name, or all of them.
+    Get(GetArgs),
+    /// Show an Agent's spec, status, conditions, child objects and recent events.
+    Describe(DescribeArgs),
+    /// Delete Agents; their Deployment, Service, PVCs, Secret and ConfigMap go with them.
+    Delete(DeleteArgs),
+    /// Scale an Agent's server to zero (spec.suspend=true); volumes and the Service stay.
+    Suspend(SuspendArgs),
+    /// Start a suspended Agent's server again (spec.suspend=false).
+    Resume(SuspendArgs),
+    /// Print the logs of an Agent's OpenCode server.
+    Logs(LogsArgs),
+    /// Wait until an Agent is ready, suspended or deleted.
+    Wait(WaitArgs),
+}
+
+/// Dispatches `agent` subcommands.
+pub async fn run(cluster: &ClusterArgs, command: AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::Create(args) => create::create(cluster, args).await,
+        AgentCommand::List(args) => list::list(cluster, &[], args).await,
+        AgentCommand::Get(args) => list::list(cluster, &args.names, args.list).await,
+        AgentCommand::Describe(args) => describe::describe(cluster, args).await,
+        AgentCommand::Delete(args) => lifecycle::delete(cluster, args).await,
+        AgentCommand::Suspend(args) => lifecycle::set_suspend(cluster, args, true).await,
+        AgentCommand::Resume(args) => lifecycle::set_suspend(cluster, args, false).await,
+        AgentCommand::Logs(args) => logs::logs(cluster, args).await,
+        AgentCommand::Wait(args) => lifecycle::wait(cluster, args).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The message for a missing Agent, with the command that lists the ones that exist.
+fn not_found(name: &str, namespace: &str) -> anyhow::Error {
+    anyhow!(
+        "agent {name:?} not found in namespace {namespace:?} (list them with: kubectl kubeoc agent list -n {namespace})"
+    )
+}
+
+/// Turns an apiserver error on one Agent into a message that says what failed on which object.
+/// A 404 that does not name the Agent means the resource type itself is missing.
+fn agent_error(err: kube::Error, doing: &str, name: &str, namespace: &str) -> anyhow::Error {
+    if let kube::Error::Api(status) = &err
+        && status.code == 404
+    {
+        let (kind, object) = status
+            .details
+            .as_ref()
+            .map_or(("", ""), |d| (d.kind.as_str(), d.name.as_str()));
+        if kind == "namespaces" {
+            return anyhow!(
+                "{doing} agent {name:?}: namespace {namespace:?} not found (list them with: kubectl get namespaces)"
+            );
+        }
+        if object == name {
+            return not_found(name, namespace);
+        }
+        return missing_api(err);
+    }
+    crate::Error::kube(
+        format!("{doing} agent {name:?} in namespace {namespace:?}"),
+        err,
+    )
+    .into()
+}
+
+fn missing_api(err: kube::Error) -> anyhow::Error {
+    crate::Error::kube(
+        format!(
+            "the Agent API ({API_VERSION}) is not served by this cluster (install it with: kubectl kubeoc install)"
+        ),
+        err,
+    )
+    .into()
+}
+
+fn is_api_code(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == code)
+}
+
+fn agents(cluster: &Cluster, namespace: &str) -> Api<Agent> {
+    Api::namespaced(cluster.client.clone(), namespace)
+}
+
+/// Gets an Agent, with kubectl-style errors.
+async fn get_agent(cluster: &Cluster, namespace: &str, name: &str) -> anyhow::Result<Agent> {
+    agents(cluster, namespace)
+        .get(name)
+        .await
+        .map_err(|e| agent_error(e, "getting", name, namespace))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    write_stdout_bytes(text.as_bytes()).map(|_open| ())
+}
+
+/// Writes to stdout and flushes; `false` when the reader closed the pipe (`| head`), which is
+/// not an error.
+fn write_stdout_bytes(bytes: &[u8]) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        other => other.context("writing to stdout").map(|()| true),
+    }
+}
+
+/// One object as `printer` renders it; YAML starts with a `---` line so that objects printed
+/// one after another form a stream of documents.
+fn render_one(printer: &Printer, object: &Value, format: OutputFormat) -> anyhow::Result<String> {
+    let mut text = printer.render_objects(std::slice::from_ref(object))?.stdout;
+    if format == OutputFormat::Yaml {
+        text.insert_str(0, "---\n");
+    }
+    Ok(text)
+}
+
+/// `metadata.name` of an object, `""` without one.
+fn object_name(object: &Value) -> &str {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Ends a command that works on several objects like kubectl: every object was tried; each
+/// failure is reported, the last one fails the command.
+fn report_failures(mut failures: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    let last = failures.pop();
+    for err in failures {
+        eprintln!("Error: {}", crate::error::render(&err));
+    }
+    last.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tests of the command line as a whole, and fixtures the other files' tests share.
+
+    use clap::Parser as _;
+    use serde_json::json;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    pub(super) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut full = vec!["kubectl-kubeoc"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full)
+    }
+
+    pub(super) fn create_args(args: &[&str]) -> CreateArgs {
+        match parse(args) {
+            Ok(Cli {
+                command: Command::Agent(AgentCommand::Create(create)),
+                ..
+            }) => create,
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let bad: &[&[&str]] = &[
+            &[
+                "agent",
+                "create",
+                "x",
+                "--image",
+                "i",
+                "--workspace-dir",
+                "/w",
+                "--service-account",
+                "s",
+                "--git-context",
+                "https://github.com/org/repo.git",
+            ],
+            &["agent", "create", "x", "--image", "i"],
+            &[
+                "agent",
+                "create",
+                "x",
+                "--image",
+                "i",
+                "--workspace-dir",
+                "relative",
+                "--service-account",
+                "s",
+            ],
+            &["agent", "create", "-f", "a.yaml", "--image", "i"],
+            &["agent", "create", "x", "-f", "a.yaml"],
+            &["agent", "create", "x", "--template", "t", "--port", "0"],
+            &[
+                "agent",
+                "create",
+                "x",
+                "--template",
+                "t",
+                "--credential",
+                "A",
+            ],
+            &[
+                "agent",
+                "create",
+                "x",
+                "--template",
+                "t",
+                "--dry-run",
+                "client",
+            ],
+            &["agent", "wait", "x", "--for=happy"],
+            &["agent", "wait", "x"],
+            &["agent", "logs", "x", "--since", "yesterday"],
+            &["agent", "delete"],
+            &["agent", "suspend"],
+        ];
+        for args in bad {
+            match parse(args) {
+                Ok(cli) => panic!("{args:?} parsed as {cli:?}"),
+                Err(e) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_that_parse() {
+        let args = create_args(&["ag", "create", "x", "--template", "t", "--dry-run"]);
+        assert_eq!(args.dry_run, DryRun::Client);
+        let args = create_args(&[
+            "agents",
+            "create",
+            "-f",
+            "-",
+            "--dry-run=server",
+            "-o",
+            "yaml",
+        ]);
+        assert_eq!(args.dry_run, DryRun::Server);
+        assert_eq!(args.output, Some(CreateOutput::Yaml));
+        for args in [
+            &[
+                "agent",
+                "ls",
+                "-A",
+                "-o",
+                "wide",
+                "--no-headers",
+                "-l",
+                "a=b",
+                "-w",
+            ][..],
+            &["agent", "get", "a", "b", "-o", "name"],
+            &["agent", "describe", "a"],
+            &[
+                "agent",
+                "delete",
+                "a",
+                "b",
+                "--wait",
+                "--ignore-not-found",
+                "--timeout=1m",
+            ],
+            &["agent", "suspend", "a"],
+            &["agent", "resume", "a"],
+            &[
+                "agent",
+                "logs",
+                "a",
+                "-f",
+                "--tail",
+                "10",
+                "--since",
+                "5m",
+                "--timestamps",
+            ],
+            &["agent", "wait", "a", "--for=suspended", "--timeout=90s"],
+            &["agent", "wait", "a", "--for", "delete"],
+        ] {
+            if let Err(e) = parse(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+
+    pub(super) fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    pub(super) fn ready_agent() -> Agent {
+        from(json!({
+            "apiVersion": "kubeopencode.io/v1alpha1",
+            "kind": "Agent",
+            "metadata": {
+                "name": "team-agent", "namespace": "team-a", "generation": 2,
+                "uid": "u-1", "creationTimestamp": "2026-03-01T11:00:00Z",
+                "labels": {"team": "a", "tier": "dev"},
+            },
+            "spec": {
+                "profile": "Team development agent",
+                "executorImage": "ghcr.io/kubeopencode/kubeopencode-agent-devbox:latest",
+                "workspaceDir": "/workspace",
+                "serviceAccountName": "kubeopencode-agent",
+                "persistence": {"sessions": {"size": "2Gi"}},
+                "contexts": [
+                    {"name": "codebase", "type": "Git", "mountPath": "code",
+                     "git": {"repository": "https://bot:tok3n@github.com/org/repo.git", "ref": "main"}},
+                    {"name": "rules", "type": "Text", "text": "be nice\nalways"},
+                    {"type": "ConfigMap", "configMap": {"name": "docs", "key": "a.md"}, "mountPath": "/docs/a.md"},
+                ],
+                "credentials": [
+                    {"name": "api-key", "secretRef": {"name": "ai-credentials", "key": "api-key"},
+                     "env": "OPENCODE_API_KEY"},
+                    {"name": "all-keys", "secretRef": {"name": "more-keys"}},
+                    {"name": "ssh", "secretRef": {"name": "ssh", "key": "id"}, "mountPath": "/home/.ssh/id"},
+                ],
+            },
+            "status": {
+                "observedGeneration": 2, "phase": "Ready", "ready": true, "suspended": false,
+                "url": "http://team-agent.team-a.svc.cluster.local:4096",
+                "conditions": [
+                    {"type": "ServerReady", "status": "True", "reason": "DeploymentAvailable",
+                     "message": "1/1 server replicas available",
+                     "lastTransitionTime": "2026-03-01T11:01:00Z"},
+                    {"type": "ServerHealthy", "status": "True", "reason": "Healthy",
+                     "message": "OpenCode 1.18.33 answers /global/health",
+                     "lastTransitionTime": "2026-03-01T11:01:30Z"},
+                    {"type": "Ready", "status": "True", "reason": "ServerHealthy",
+                     "message": "the OpenCode server is available and healthy",
+                     "lastTransitionTime": "2026-03-01T11:01:30Z"},
+                ],
+            },
+        }))
+    }
+
+    #[test]
+    fn apiserver_errors_name_the_object() {
+        let status = |code: u16, reason: &str, details: Value| -> kube::Error {
+            kube::Error::Api(Box::new(from(json!({
+                "status": "Failure", "code": code, "reason": reason,
+                "message": format!("{reason} happened"), "details": details,
+            }))))
+        };
+        let err = agent_error(
+            status(404, "NotFound", json!({"name": "x", "kind": "agents"})),
+            "getting",
+            "x",
+            "y",
+        );
+        assert_eq!(
+            crate::error::render(&err),
+            "agent \"x\" not found in namespace \"y\" (list them with: kubectl kubeoc agent list -n y)"
+        );
+        let err = agent_error(status(404, "NotFound", json!({})), "getting", "x", "y");
+        assert!(
+            crate::error::render(&err).contains("kubectl kubeoc install"),
+            "{err:#}"
+        );
+        let err = agent_error(
+            status(404, "NotFound", json!({"name": "y", "kind": "namespaces"})),
+            "creating",
+            "x",
+            "y",
+        );
+        assert_eq!(
+            crate::error::render(&err),
+            "creating agent \"x\": namespace \"y\" not found (list them with: kubectl get namespaces)"
+        );
+        let err = agent_error(status(403, "Forbidden", json!({})), "deleting", "x", "y");
+        assert_eq!(
+            crate::error::render(&err),
+            "deleting agent \"x\" in namespace \"y\": from server (Forbidden): Forbidden happened"
+        );
+    }
+}
