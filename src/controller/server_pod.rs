@@ -963,7 +963,11 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
             PLUGIN_INIT_CONTAINER.to_string(),
             settings,
             plugin_init_script(&plugins.install),
-            vec![env_value("npm_config_cache", NPM_CACHE_DIR)],
+            vec![
+                env_value("npm_config_cache", NPM_CACHE_DIR),
+                // Also for `npm ls`: no version check against the registry.
+                env_value("npm_config_update_notifier", "false"),
+            ],
             vec![mount(PLUGINS_VOLUME, PLUGINS_MOUNT_PATH)],
         );
         container.image_pull_policy = Some(pull_policy(&settings.plugin_image).to_string());
@@ -2099,7 +2103,7 @@ fn plugin_init_script(specifiers: &[String]) -> String {
     [
         "set -eu".to_string(),
         format!(
-            "npm install --prefix {PLUGINS_MOUNT_PATH} --no-audit --no-fund --no-update-notifier --ignore-scripts -- {}",
+            "npm install --prefix {PLUGINS_MOUNT_PATH} --no-audit --no-fund --ignore-scripts -- {}",
             words.join(" ")
         ),
         format!("npm ls --prefix {PLUGINS_MOUNT_PATH} --depth=0 || true"),
@@ -4114,7 +4118,7 @@ spec:
         assert_eq!(
             script(init),
             "set -eu\n\
-             npm install --prefix /plugins --no-audit --no-fund --no-update-notifier --ignore-scripts -- cc-safety-net plugin-gentleman\n\
+             npm install --prefix /plugins --no-audit --no-fund --ignore-scripts -- cc-safety-net plugin-gentleman\n\
              npm ls --prefix /plugins --depth=0 || true\n\
              rm -rf /plugins/.npm-cache"
         );
@@ -4199,7 +4203,6 @@ spec:
                 "/plugins",
                 "--no-audit",
                 "--no-fund",
-                "--no-update-notifier",
                 "--ignore-scripts",
                 "--",
                 "cc-safety-net",
