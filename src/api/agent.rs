@@ -154,8 +154,11 @@ pub struct AgentSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SKILLS))]
     pub skills: Option<Vec<SkillSource>>,
-    /// OpenCode plugins (npm packages) to install and load. Replaces the template's list when
-    /// set.
+    /// OpenCode plugins (npm packages) to install and load. An init container `plugin-init`
+    /// installs them with `npm install` into a volume at /plugins (point it at a private
+    /// registry with npm_config_registry in podSpec.extraEnv or
+    /// podSpec.systemContainers.pluginInit.extraEnv); OpenCode loads each from
+    /// file:///plugins/node_modules/<package>. Replaces the template's list when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Vec<PluginSpec>>,
     /// Inline OpenCode configuration (the content of opencode.json, see
@@ -330,20 +333,25 @@ pub struct SkillGitSource {
     pub secret_ref: Option<SecretReference>,
 }
 
-/// An OpenCode plugin installed from the npm registry.
+/// An OpenCode plugin installed from the npm registry. Server plugins are added to the
+/// `plugin` list of the generated opencode.json after the entries of spec.config, which are
+/// kept as written.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
-    /// npm package specifier: "pkg", "pkg@1.2.3", "@scope/pkg" or "@scope/pkg@^1.0.0".
+    /// npm package specifier: "pkg", "pkg@1.2.3", "@scope/pkg" or "@scope/pkg@^1.0.0" (git
+    /// URLs, tarballs and paths are not supported). Each package at most once per target.
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Options object passed to the plugin (its second argument); any JSON, as the plugin
-    /// defines.
+    /// Options passed to the plugin function as its second argument: a JSON object, as the
+    /// plugin defines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_fields")]
     pub options: Option<serde_json::Value>,
-    /// Which OpenCode runtime loads the plugin: "server" (default, `opencode serve`) or "tui"
-    /// (interactive terminal sessions).
+    /// Which OpenCode runtime loads the plugin: "server" (default: `opencode serve`, the
+    /// agent's server) or "tui" (the terminal UI: installed too, listed in /tools/tui.json,
+    /// OPENCODE_TUI_CONFIG, which `opencode attach` run inside the server container loads; the
+    /// server itself does not load TUI plugins).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = "server"))]
     pub target: Option<PluginTarget>,
