@@ -591,3 +591,104 @@ async fn plugins_install_from_a_registry_and_the_server_loads_them_with_options(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_the_registry_lacks_keeps_the_agent_not_ready_and_says_why() -> anyhow::Result<()>
+{
+    let client = admin_client().await?;
+    let ns = support::prepare_namespace(&client, "agent-plugins-missing").await?;
+    let n = ns.name.clone();
+    let registry = Registry::start(Vec::new()).await?;
+    let controller = support::Controller::start(&n)?;
+    support::apply(
+        &n,
+        &json!({
+            "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "missing"},
+            "spec": {
+                "workspaceDir": WORKSPACE,
+                "serviceAccountName": "kubeopencode-agent",
+                "config": support::stub_model_config(),
+                "plugins": [{"name": "kubeoc-no-such-plugin@1.0.0"}],
+                "podSpec": {"extraEnv": [
+                    {"name": "npm_config_registry", "value": registry.url},
+                ]},
+            },
+        }),
+    )
+    .await?;
+    // plugin-init fails, and its log (what `kubectl logs -c plugin-init` shows) names npm's
+    // answer and the package.
+    let log = wait_until("plugin-init to fail with npm's 404", WAIT, || async {
+        let Ok(pod) = support::server_pod(&client, &n, "missing").await else {
+            return Ok(None);
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let failed = pod
+            .status
+            .iter()
+            .flat_map(|s| s.init_container_statuses.iter().flatten())
+            .filter(|s| s.name == "plugin-init")
+            .any(|s| {
+                s.restart_count > 0
+                    || s.state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code != 0)
+                    || s.last_state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code != 0)
+            });
+        if !failed {
+            return Ok(None);
+        }
+        let mut logs = String::new();
+        for previous in ["--previous=false", "--previous=true"] {
+            let out = support::kubectl_run(
+                &["-n", &n, "logs", &name, "-c", "plugin-init", previous],
+                None,
+            )
+            .await?;
+            logs.push_str(&out.stdout);
+        }
+        Ok((logs.contains("404") && logs.contains("kubeoc-no-such-plugin")).then_some(logs))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "registry saw {:?}\ncontroller log:\n{}",
+            registry.seen(),
+            controller.log()
+        )
+    })?;
+    println!("plugin-init log:\n{log}");
+    assert!(
+        registry
+            .seen()
+            .iter()
+            .any(|l| l.starts_with("GET /kubeoc-no-such-plugin ")),
+        "{:?}",
+        registry.seen()
+    );
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    let agent = agents.get("missing").await?;
+    for c in agent
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+    {
+        println!(
+            "condition {} {} {}: {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    assert_ne!(
+        agent.status.as_ref().and_then(|s| s.ready),
+        Some(true),
+        "an Agent whose plugins did not install is Ready: {:?}",
+        agent.status
+    );
+    drop(controller);
+    ns.delete().await
+}
