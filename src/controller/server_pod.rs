@@ -2071,6 +2071,13 @@ struct PluginPlan {
 /// does not read that file, but `opencode attach` run inside the server container (e.g. `kubectl
 /// exec -it`) loads them; a TUI running elsewhere (`kubectl kubeoc agent attach --opencode`,
 /// a laptop's `opencode attach`) reads its own machine's tui.json and cannot see /plugins.
+///
+/// Two 1.18.33 behaviours follow from loading by path (as upstream does): a plugin in the
+/// newer form (default export `{id, server}`) must carry an `id`, which OpenCode only derives
+/// from package.json for npm-name entries; and with any plugin configured, OpenCode first
+/// installs its plugin SDK into its own config directory from the registry and waits for
+/// that, so the server container needs the same registry (podSpec.extraEnv reaches it; when
+/// unreachable the first request waits about a minute for npm's retries).
 fn plan_plugins(plugins: &[PluginSpec]) -> PluginPlan {
     let mut plan = PluginPlan::default();
     for plugin in plugins {
