@@ -689,6 +689,20 @@ async fn a_plugin_the_registry_lacks_keeps_the_agent_not_ready_and_says_why() ->
         "an Agent whose plugins did not install is Ready: {:?}",
         agent.status
     );
+    // The Agent says why, and where to look.
+    let ready = wait_until("Ready to name the failed plugin-init", WAIT, || async {
+        let agent = agents.get("missing").await?;
+        Ok(support::condition(&agent, "Ready")
+            .filter(|c| c.message.contains("init container \"plugin-init\" failed"))
+            .cloned())
+    })
+    .await?;
+    assert!(
+        ready.message.contains(&format!("kubectl logs -n {n} "))
+            && ready.message.contains(" -c plugin-init"),
+        "{}",
+        ready.message
+    );
     drop(controller);
     ns.delete().await
 }

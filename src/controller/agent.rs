@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -189,6 +189,96 @@ fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
     }
 }
 
+/// The first thing keeping a server pod from running, in words that stay the same while the
+/// problem does (no restart counts or times, so the status is not rewritten on every pass).
+fn pod_problem(pod: &Pod) -> Option<String> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    let first_line = |text: &str| -> String {
+        let line = text.lines().next().unwrap_or_default();
+        line.chars().take(200).collect()
+    };
+    for init in status.init_container_statuses.iter().flatten() {
+        let state = init.state.as_ref();
+        let failed = state
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0)
+            .or_else(|| {
+                // Restarting after a failure: the failure is in lastState.
+                state
+                    .and_then(|s| s.waiting.as_ref())
+                    .filter(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                    .and(init.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+            });
+        if let Some(terminated) = failed {
+            return Some(format!(
+                "init container {:?} failed with exit code {} (see: kubectl logs -n {namespace} {pod_name} -c {})",
+                init.name, terminated.exit_code, init.name
+            ));
+        }
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = waiting
+                .reason
+                .as_deref()
+                .filter(|r| *r != "PodInitializing")
+        {
+            let detail = waiting
+                .message
+                .as_deref()
+                .map(first_line)
+                .unwrap_or_default();
+            return Some(
+                format!("init container {:?}: {reason} {detail}", init.name)
+                    .trim_end()
+                    .to_string(),
+            );
+        }
+    }
+    for container in status.container_statuses.iter().flatten() {
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let Some(reason) = waiting
+            .reason
+            .as_deref()
+            .filter(|r| *r != "ContainerCreating")
+        else {
+            continue;
+        };
+        let detail = waiting
+            .message
+            .as_deref()
+            .map(first_line)
+            .unwrap_or_default();
+        let hint = if reason == "CrashLoopBackOff" {
+            format!(
+                " (see: kubectl logs -n {namespace} {pod_name} -c {} --previous)",
+                container.name
+            )
+        } else {
+            String::new()
+        };
+        return Some(
+            format!("container {:?}: {reason} {detail}", container.name)
+                .trim_end()
+                .to_string()
+                + &hint,
+        );
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "pod {pod_name} cannot be scheduled: {}",
+                first_line(c.message.as_deref().unwrap_or("no reason given"))
+            )
+        })
+}
+
 fn deployment_available(deployment: &Deployment) -> (bool, String) {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let Some(status) = &deployment.status else {
@@ -313,12 +403,24 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             available_message,
         )
     } else {
-        Verdict::new(
-            "ServerReady",
-            false,
-            "DeploymentUnavailable",
-            available_message,
-        )
+        // Say why when a pod says so (a failed init container, a missing Secret, a crash).
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let selector = format!("{}={name}", server_pod::AGENT_LABEL);
+        let problem = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err(format!(
+                "listing the server pods of Agent {ns}/{name}"
+            )))?
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .find_map(pod_problem);
+        let message = match problem {
+            Some(problem) => format!("{available_message}: {problem}"),
+            None => available_message,
+        };
+        Verdict::new("ServerReady", false, "DeploymentUnavailable", message)
     };
     let workspace = spec.workspace_dir.clone().unwrap_or_default();
     let proxy = ServerProxy::new(
@@ -861,6 +963,48 @@ mod tests {
         let cut = note(&long);
         assert!(cut.len() <= NOTE_LIMIT);
         assert!(cut.ends_with("..."));
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "a-server-1", "namespace": "ns"}, "status": status}),
+        )
+        .expect("a pod")
+    }
+
+    #[test]
+    fn pod_problems_name_the_container_and_what_to_do() {
+        let failed_init = pod(json!({"initContainerStatuses": [
+            {"name": "opencode-init", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"terminated": {"exitCode": 0}}},
+            {"name": "plugin-init", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}));
+        assert_eq!(
+            pod_problem(&failed_init).as_deref(),
+            Some(
+                "init container \"plugin-init\" failed with exit code 1 (see: kubectl logs -n ns a-server-1 -c plugin-init)"
+            )
+        );
+        let missing_secret = pod(json!({"containerStatuses": [
+            {"name": "opencode-server", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                   "message": "secret \"ai-credentials\" not found"}}}]}));
+        assert_eq!(
+            pod_problem(&missing_secret).as_deref(),
+            Some(
+                "container \"opencode-server\": CreateContainerConfigError secret \"ai-credentials\" not found"
+            )
+        );
+        let starting = pod(json!({"containerStatuses": [
+            {"name": "opencode-server", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        assert_eq!(pod_problem(&starting), None);
+        let unschedulable = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient memory."}]}),
+        );
+        assert!(pod_problem(&unschedulable).is_some_and(|p| p.contains("Insufficient memory")));
     }
 
     #[test]
