@@ -410,3 +410,66 @@ async fn crashing_containers_restart_with_counts_and_exit_codes() -> anyhow::Res
     assert_eq!(previous.trim(), "boom");
     ns.delete().await
 }
+
+#[tokio::test]
+async fn config_map_volumes_have_the_kubelets_atomic_writer_layout() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = TestNamespace::create(&client, "node-atomic").await?;
+    create::<k8s_openapi::api::core::v1::ConfigMap>(
+        &client,
+        &ns.name,
+        json!({"metadata": {"name": "cm"}, "data": {"one": "1", "two": "2", ".hidden": "h"}}),
+    )
+    .await?;
+    let script = r#"set -e
+echo "entries: $(ls -A /cfg | LC_ALL=C sort | tr '\n' ' ')"
+echo "data: $(readlink /cfg/..data)"
+echo "links: $(readlink /cfg/one) $(readlink /cfg/a) $(readlink /cfg/.hidden)"
+echo "mode: $(stat -L -c %a /cfg/a/b) $(stat -c %F /cfg/one)"
+echo "glob: $(for f in /cfg/* /cfg/.[!.]*; do if [ -f "$f" ]; then printf '%s ' "${f##*/}"; fi; done)"
+echo "subpath: $(cat /scratch/one.conf) $(stat -c %F /scratch/one.conf)"
+echo finished
+sleep 3600"#;
+    create::<Pod>(
+        &client,
+        &ns.name,
+        json!({
+            "metadata": {"name": "atomic"},
+            "spec": {
+                "securityContext": {"fsGroup": 2000},
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "cm", "items": [
+                        {"key": "one", "path": "one"},
+                        {"key": "two", "path": "a/b", "mode": 0o600},
+                        {"key": ".hidden", "path": ".hidden"}]}},
+                    {"name": "whole", "configMap": {"name": "cm"}},
+                    {"name": "scratch", "emptyDir": {}}],
+                "containers": [{"name": "main", "image": "debian", "command": ["sh", "-c", script],
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/cfg", "readOnly": true},
+                        {"name": "scratch", "mountPath": "/scratch"},
+                        {"name": "whole", "mountPath": "/scratch/one.conf", "subPath": "one"}]}]}
+        }),
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let text = wait_for_log(&pods, "atomic", "finished").await?;
+    let line = |prefix: &str| -> anyhow::Result<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.trim().to_string())
+            .with_context(|| format!("no {prefix:?} line in {text}"))
+    };
+    let data = line("data: ")?;
+    assert!(
+        data.starts_with("..20") && data.len() > "..2026_11_25_07_30_00.".len(),
+        "{text}"
+    );
+    assert_eq!(line("entries: ")?, format!("{data} ..data .hidden a one"));
+    assert_eq!(line("links: ")?, "..data/one ..data/a ..data/.hidden");
+    // 0600 plus group read for fsGroup, on the real file; the key itself is a symlink.
+    assert_eq!(line("mode: ")?, "640 symbolic link");
+    assert_eq!(line("glob: ")?, "one .hidden");
+    assert_eq!(line("subpath: ")?, "1 regular file");
+    ns.delete().await
+}

@@ -1,8 +1,9 @@
 //! Pod volumes as host directories under the pod's state directory: emptyDir, configMap,
 //! secret, projected (service account token, configMap, secret, downward API), downwardAPI,
 //! hostPath and PVCs bound to the testbed's host-path PersistentVolumes.
+//! The object-backed ones are written in the kubelet's atomic-writer layout (`..data`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
     Volume,
 };
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
 
@@ -37,24 +39,114 @@ fn chown(path: &Path, owner: Ownership) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `files` (relative path -> (content, mode)) into a fresh `dir`.
+/// The kubelet's atomic-writer layout of a volume's files (pkg/volume/util/atomic_writer.go):
+/// the files live in a timestamped data directory `..<UTC time>.<n>/`, `..data` links to it,
+/// and each top-level entry is a symlink `<name> -> ..data/<name>`.
+#[derive(Debug, PartialEq, Eq)]
+struct AtomicLayout {
+    /// Cleaned relative path -> (content, mode), as written inside the data directory.
+    files: BTreeMap<String, (Vec<u8>, u32)>,
+    /// The user-visible top-level names, each a symlink into `..data`.
+    visible: BTreeSet<String>,
+}
+
+/// The symlink to the current data directory.
+const DATA_DIR_LINK: &str = "..data";
+/// Where the new `..data` link is made before it is renamed over the old one.
+const NEW_DATA_DIR_LINK: &str = "..data_tmp";
+
+/// Checks and cleans a payload path as the kubelet does: relative, no `..` element, and a first
+/// element that does not start with `..` (those names belong to the writer).
+fn clean_payload_path(rel: &str) -> anyhow::Result<String> {
+    if rel.starts_with('/') {
+        bail!("volume item path {rel:?} is not a relative path");
+    }
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    match parts.first() {
+        None => bail!("volume item path {rel:?} is empty"),
+        Some(first) if first.starts_with("..") => {
+            bail!("volume item path {rel:?} must not start with '..'")
+        }
+        Some(_) if parts.contains(&"..") => {
+            bail!("volume item path {rel:?} must not contain '..'")
+        }
+        Some(_) => Ok(parts.join("/")),
+    }
+}
+
+/// Plans the layout of `files`: cleaned paths, and the top-level names that become symlinks.
+/// A path that is both a file and a directory of another path is an error.
+fn plan_layout(files: &BTreeMap<String, (Vec<u8>, u32)>) -> anyhow::Result<AtomicLayout> {
+    let mut cleaned = BTreeMap::new();
+    for (rel, file) in files {
+        let path = clean_payload_path(rel)?;
+        if cleaned.insert(path.clone(), file.clone()).is_some() {
+            bail!("volume item path {path:?} is given twice");
+        }
+    }
+    for path in cleaned.keys() {
+        let mut prefix = path.as_str();
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if cleaned.contains_key(parent) {
+                bail!("volume item path {parent:?} is a file and also the directory of {path:?}");
+            }
+            prefix = parent;
+        }
+    }
+    let visible = cleaned
+        .keys()
+        .map(|path| path.split('/').next().unwrap_or(path).to_string())
+        .collect();
+    Ok(AtomicLayout {
+        files: cleaned,
+        visible,
+    })
+}
+
+/// The data directory's name for a write at `now`: `..2026_11_25_07_30_00.` and a number
+/// (the kubelet's `os.MkdirTemp` pattern; here the nanoseconds, bumped on a clash).
+fn data_dir_name(now: Timestamp, n: u64) -> String {
+    format!("{}{n}", now.strftime("..%Y_%m_%d_%H_%M_%S."))
+}
+
+/// Writes `files` (relative path -> (content, mode)) into `dir` in the kubelet's atomic-writer
+/// layout: a new data directory, `..data` switched to it by a rename, the user-visible
+/// symlinks, then stale symlinks and the previous data directory removed. A directory written
+/// in another layout is cleared first.
 fn write_files(
     dir: &Path,
     files: &BTreeMap<String, (Vec<u8>, u32)>,
     owner: Ownership,
 ) -> anyhow::Result<()> {
-    if dir.exists() {
+    let layout = plan_layout(files)?;
+    let data_link = dir.join(DATA_DIR_LINK);
+    let old_data = std::fs::read_link(&data_link).ok();
+    if old_data.is_none() && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     set_mode(dir, 0o755)?;
-    for (rel, (content, mode)) in files {
-        if rel.split('/').any(|part| part == ".." || part.is_empty()) {
-            bail!("volume item path {rel:?} is not a plain relative path");
+
+    let now = Timestamp::now();
+    let mut n = u64::from(now.subsec_nanosecond().unsigned_abs());
+    let (data_name, data_dir) = loop {
+        let name = data_dir_name(now, n);
+        let path = dir.join(&name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => break (name, path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
         }
-        let path = dir.join(rel);
+    };
+    set_mode(&data_dir, 0o755)?;
+    for (rel, (content, mode)) in &layout.files {
+        let path = data_dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
         // Group-readable for fsGroup, as the kubelet does.
@@ -65,6 +157,49 @@ fn write_files(
         };
         set_mode(&path, mode)?;
         chown(&path, owner)?;
+    }
+
+    let new_link = dir.join(NEW_DATA_DIR_LINK);
+    if std::fs::symlink_metadata(&new_link).is_ok() {
+        std::fs::remove_file(&new_link)
+            .with_context(|| format!("removing {}", new_link.display()))?;
+    }
+    std::os::unix::fs::symlink(&data_name, &new_link)
+        .with_context(|| format!("linking {} to {data_name}", new_link.display()))?;
+    std::fs::rename(&new_link, &data_link).with_context(|| {
+        format!(
+            "renaming {} over {}",
+            new_link.display(),
+            data_link.display()
+        )
+    })?;
+
+    for name in &layout.visible {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            std::os::unix::fs::symlink(Path::new(DATA_DIR_LINK).join(name), &path)
+                .with_context(|| format!("linking {}", path.display()))?;
+        }
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("..") || layout.visible.contains(name.as_ref()) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    if let Some(old) = old_data.filter(|old| old.as_os_str() != data_name.as_str()) {
+        let old_dir = dir.join(&old);
+        // Only the writer's own data directories, never a path the link was pointed at.
+        if old.components().count() == 1 && old.to_string_lossy().starts_with("..") {
+            std::fs::remove_dir_all(&old_dir)
+                .with_context(|| format!("removing {}", old_dir.display()))?;
+        }
     }
     Ok(())
 }
@@ -401,16 +536,105 @@ mod tests {
         );
     }
 
+    fn files(paths: &[(&str, u32)]) -> BTreeMap<String, (Vec<u8>, u32)> {
+        paths
+            .iter()
+            .map(|(p, mode)| (p.to_string(), (p.as_bytes().to_vec(), *mode)))
+            .collect()
+    }
+
     #[test]
-    fn write_files_rejects_escaping_paths_and_sets_modes() {
+    fn layout_links_each_top_level_entry_and_cleans_paths() {
+        let layout = plan_layout(&files(&[
+            ("a/b", 0o600),
+            ("a/c/d", 0o644),
+            (".env", 0o644),
+            ("./x//y", 0o644),
+            ("tls.crt", 0o400),
+        ]))
+        .expect("plans");
+        let visible: Vec<&str> = layout.visible.iter().map(String::as_str).collect();
+        assert_eq!(visible, [".env", "a", "tls.crt", "x"]);
+        let paths: Vec<&str> = layout.files.keys().map(String::as_str).collect();
+        assert_eq!(paths, [".env", "a/b", "a/c/d", "tls.crt", "x/y"]);
+        assert_eq!(layout.files.get("a/b").map(|f| f.1), Some(0o600));
+    }
+
+    #[test]
+    fn layout_rejects_escaping_reserved_and_clashing_paths() {
+        for bad in [
+            "../escape",
+            "a/../../b",
+            "/abs",
+            "",
+            "..data",
+            "..2026_x/y",
+            "./..data",
+        ] {
+            assert!(plan_layout(&files(&[(bad, 0o644)])).is_err(), "{bad:?}");
+        }
+        // "..." is not an element of its own; "a..b" and "a/..b" are ordinary names.
+        assert!(plan_layout(&files(&[("a..b", 0o644), ("c/..d", 0o644)])).is_ok());
+        assert!(plan_layout(&files(&[("a", 0o644), ("a/b", 0o644)])).is_err());
+        assert!(plan_layout(&files(&[("a/b", 0o644), ("a/b/c/d", 0o644)])).is_err());
+        assert!(plan_layout(&files(&[("a/b", 0o644), ("./a/b", 0o600)])).is_err());
+    }
+
+    #[test]
+    fn data_dir_is_named_like_the_kubelets() {
+        let at: Timestamp = "2026-11-25T07:30:00.123456789Z".parse().expect("timestamp");
+        assert_eq!(
+            data_dir_name(at, 123456789),
+            "..2026_11_25_07_30_00.123456789"
+        );
+    }
+
+    fn link(path: &Path) -> String {
+        std::fs::read_link(path)
+            .expect("a symlink")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn write_files_makes_the_atomic_layout_and_swaps_it() {
         let dir = std::env::temp_dir().join(format!("kubeoc-volumes-test-{}", std::process::id()));
-        let files: BTreeMap<String, (Vec<u8>, u32)> =
-            [("x/y".to_string(), (b"v".to_vec(), 0o600))].into();
-        write_files(&dir, &files, Ownership::default()).expect("writes");
-        let meta = std::fs::metadata(dir.join("x/y")).expect("file exists");
+        // A directory in the plain layout (an older agent's) is cleared.
+        std::fs::create_dir_all(dir.join("old")).expect("plain layout");
+        let first = files(&[("x/y", 0o600), ("top", 0o644)]);
+        write_files(&dir, &first, Ownership::default()).expect("writes");
+        let data = link(&dir.join(DATA_DIR_LINK));
+        assert!(data.starts_with("..") && !data.contains('/'), "{data}");
+        assert_eq!(link(&dir.join("x")), "..data/x");
+        assert_eq!(link(&dir.join("top")), "..data/top");
+        assert!(!dir.join("old").exists());
+        let meta = std::fs::metadata(dir.join("x/y")).expect("file through the links");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let bad: BTreeMap<String, (Vec<u8>, u32)> =
-            [("../escape".to_string(), (b"v".to_vec(), 0o600))].into();
+        let real = std::fs::symlink_metadata(dir.join(&data).join("x/y")).expect("real file");
+        assert!(real.is_file());
+        assert_eq!(std::fs::read(dir.join("top")).expect("readable"), b"top");
+
+        let second = files(&[("top", 0o640), ("new", 0o644)]);
+        write_files(&dir, &second, Ownership::default()).expect("rewrites");
+        let swapped = link(&dir.join(DATA_DIR_LINK));
+        assert_ne!(swapped, data);
+        assert!(
+            !dir.join(&data).exists(),
+            "the old data directory is removed"
+        );
+        assert!(
+            std::fs::symlink_metadata(dir.join("x")).is_err(),
+            "stale link removed"
+        );
+        assert_eq!(link(&dir.join("new")), "..data/new");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [swapped.as_str(), "..data", "new", "top"]);
+
+        let bad = files(&[("../escape", 0o600)]);
         assert!(write_files(&dir, &bad, Ownership::default()).is_err());
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
