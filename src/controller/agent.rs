@@ -516,7 +516,9 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             Ok(activity) => {
                 idle_since = next_idle_since(previous, &activity, now);
                 if let Some(since) = idle_since {
-                    let idle_for = now.duration_since(since).unsigned_abs();
+                    // A mark rounded up may lie up to a second ahead: not idle yet, then.
+                    let idle_for =
+                        Duration::try_from(now.duration_since(since)).unwrap_or_default();
                     if idle_for >= timeout {
                         let configured = spec.standby.as_ref().map(|s| s.idle_timeout.as_str());
                         suspend_for_standby(&ctx, &agent, since, configured.unwrap_or_default())
@@ -608,11 +610,8 @@ async fn activity(
         .iter()
         .map(|s| s.time.updated)
         .max()
-        // Rounded up to the second status times carry, so the mark we compute is the mark we
-        // store (a sub-second mark would compare newer than its stored copy on every pass).
-        .and_then(|ms| {
-            Timestamp::from_second(ms.div_euclid(1000) + i64::from(ms % 1000 != 0)).ok()
-        });
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .map(whole_second);
     Ok(Activity {
         busy: unfinished > 0 || busy_sessions > 0,
         last,
@@ -622,6 +621,14 @@ async fn activity(
 /// When the Agent has been idle since: unset while busy; moved forward by session activity
 /// newer than the previous mark; `now` when it just became idle (so a resumed Agent gets a
 /// full idleTimeout, whatever happened before it was suspended).
+/// `t` rounded up to a whole second: status times carry seconds only, and a mark must be
+/// stored exactly as computed (a sub-second mark compares newer than its stored copy, and a
+/// truncated one would hide the activity that moved it).
+fn whole_second(t: Timestamp) -> Timestamp {
+    let rounded_up = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+    Timestamp::from_second(rounded_up).unwrap_or(t)
+}
+
 fn next_idle_since(
     previous: Option<Timestamp>,
     activity: &Activity,
@@ -630,6 +637,7 @@ fn next_idle_since(
     if activity.busy {
         return None;
     }
+    let now = whole_second(now);
     match (previous, activity.last) {
         (Some(since), Some(last)) if last > since => Some(last.min(now)),
         (Some(since), _) => Some(since),
@@ -877,6 +885,13 @@ mod tests {
             last: Some(at(99)),
         };
         assert_eq!(next_idle_since(Some(at(10)), &future, at(70)), Some(at(70)));
+        // Sub-second times become the next whole second, as they will be stored.
+        let later = at(10)
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_millis(300))
+            .expect("time");
+        assert_eq!(whole_second(later), at(11));
+        assert_eq!(whole_second(at(10)), at(10));
+        assert_eq!(next_idle_since(None, &quiet, later), Some(at(11)));
         let busy = Activity {
             busy: true,
             last: None,
