@@ -147,7 +147,14 @@ async fn run_controllers(
         let mut stop = stop_rx.clone();
         while !*leading_rx.borrow_and_update() {
             tokio::select! {
-                changed = leading_rx.changed() => changed.context("leader election stopped")?,
+                changed = leading_rx.changed() => {
+                    // The elector also ends on Ctrl-C, and may close its channel before this
+                    // loop sees the stop: that is a clean stop, not a failure.
+                    if changed.is_err() && *stop_rx.borrow() {
+                        return Ok(());
+                    }
+                    changed.context("leader election stopped")?;
+                }
                 _ = stop.changed() => return Ok(()),
             }
         }
