@@ -22,8 +22,11 @@ use serde_json::json;
 
 use super::Context;
 use super::server_pod;
+use crate::api::config::CONFIG_NAME;
 use crate::api::task::Task;
-use crate::api::{Agent, AgentPhase, AgentStatus, AgentTemplate};
+use crate::api::{
+    Agent, AgentPhase, AgentStatus, AgentTemplate, KubeOpenCodeConfig, KubeOpenCodeConfigSpec,
+};
 use crate::duration;
 use crate::opencode::client::{ProxyError, ServerProxy};
 
@@ -332,6 +335,27 @@ async fn report_not_ready(
     write_status(ctx, agent, status).await
 }
 
+/// The cluster's KubeOpenCodeConfig (`cluster`), or defaults when there is none or this
+/// controller may not read it (a namespaced install); the latter is said once.
+async fn cluster_config(ctx: &Context) -> Result<KubeOpenCodeConfigSpec, ReconcileError> {
+    static FORBIDDEN_SAID: std::sync::Once = std::sync::Once::new();
+    let api: Api<KubeOpenCodeConfig> = Api::all(ctx.client.clone());
+    match api.get_opt(CONFIG_NAME).await {
+        Ok(config) => Ok(config.map(|c| c.spec).unwrap_or_default()),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            FORBIDDEN_SAID.call_once(|| {
+                tracing::warn!(
+                    "may not read KubeOpenCodeConfig {CONFIG_NAME:?} (cluster-scoped): using built-in cluster settings; grant get on kubeopencodeconfigs to use it"
+                );
+            });
+            Ok(KubeOpenCodeConfigSpec::default())
+        }
+        Err(e) => Err(kube_err(format!(
+            "reading KubeOpenCodeConfig {CONFIG_NAME}"
+        ))(e)),
+    }
+}
+
 /// Reconciles one Agent.
 pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let ns = agent.namespace().unwrap_or_default();
@@ -355,7 +379,12 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         }
         None => None,
     };
-    let spec = server_pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec));
+    let cluster = cluster_config(&ctx).await?;
+    let settings = ctx.settings.with_cluster_config(&cluster);
+    let spec = server_pod::with_cluster_proxy(
+        server_pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec)),
+        &cluster,
+    );
     let idle_timeout = match spec
         .standby
         .as_ref()
@@ -375,7 +404,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     }
 
     let password = ensure_password(&ctx, &agent, &ns).await?;
-    let objects = server_pod::build(&agent, &spec, &ctx.settings);
+    let objects = server_pod::build(&agent, &spec, &settings);
     if let Some(cm) = &objects.context_config_map {
         apply::<ConfigMap>(&ctx, &ns, cm).await?;
     }
@@ -549,7 +578,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             &name,
             &ns,
             port,
-            &ctx.settings.cluster_domain,
+            &settings.cluster_domain,
         )),
         conditions: Some(conditions(&existing_conditions, &verdicts, generation)),
         idle_since: idle_since.map(Time),

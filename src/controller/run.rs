@@ -19,7 +19,8 @@ use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
 use super::server_pod::{BuildSettings, CHILD_SELECTOR};
 use super::{agent, metrics, server_pod};
-use crate::api::{Agent, AgentTemplate};
+use crate::api::config::CONFIG_NAME;
+use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -192,6 +193,7 @@ async fn run_controllers(
     let controller = Controller::new(api::<Agent>(&client, &ns), watcher::Config::default());
     let store = controller.store();
     let agents = store.clone();
+    let all_agents = store.clone();
     let synced = {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -231,7 +233,20 @@ async fn run_controllers(
             .map(|agent| ObjectRef::from_obj(&*agent))
             .collect::<Vec<_>>()
     };
+    // A KubeOpenCodeConfig change (cluster domain, system image, proxy) concerns every Agent.
+    let every_agent = move |_: KubeOpenCodeConfig| {
+        all_agents
+            .state()
+            .into_iter()
+            .map(|agent| ObjectRef::from_obj(&*agent))
+            .collect::<Vec<_>>()
+    };
     controller
+        .watches(
+            Api::<KubeOpenCodeConfig>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
+            every_agent,
+        )
         .owns(api::<Deployment>(&client, &ns), children())
         .owns(api::<Service>(&client, &ns), children())
         .owns(api::<PersistentVolumeClaim>(&client, &ns), children())

@@ -53,7 +53,7 @@ use crate::api::agent::{
 };
 use crate::api::common::ProxyConfig;
 use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy};
-use crate::api::{API_VERSION, Agent, AgentSpec, AgentTemplateSpec};
+use crate::api::{API_VERSION, Agent, AgentSpec, AgentTemplateSpec, KubeOpenCodeConfigSpec};
 
 /// Label on every child object (and the Deployment's selector): the Agent's name.
 pub const AGENT_LABEL: &str = "kubeopencode.io/agent";
@@ -164,6 +164,36 @@ impl Default for BuildSettings {
             run_as_user: DEFAULT_RUN_AS_USER,
         }
     }
+}
+
+impl BuildSettings {
+    /// These settings with the cluster's KubeOpenCodeConfig applied: its clusterDomain and
+    /// systemImage.image replace the defaults when set. (Its proxy goes into the effective
+    /// spec instead, see [`with_cluster_proxy`].)
+    pub fn with_cluster_config(&self, config: &KubeOpenCodeConfigSpec) -> Self {
+        let mut settings = self.clone();
+        if let Some(domain) = config.cluster_domain.as_deref().filter(|d| !d.is_empty()) {
+            settings.cluster_domain = domain.to_string();
+        }
+        if let Some(image) = config
+            .system_image
+            .as_ref()
+            .and_then(|i| i.image.as_deref())
+            .filter(|i| !i.is_empty())
+        {
+            settings.system_image = image.to_string();
+        }
+        settings
+    }
+}
+
+/// The cluster-wide proxy of KubeOpenCodeConfig for an Agent whose spec (after the template
+/// merge) sets none: the Agent's own proxy always wins.
+pub fn with_cluster_proxy(mut spec: AgentSpec, config: &KubeOpenCodeConfigSpec) -> AgentSpec {
+    if spec.proxy.is_none() {
+        spec.proxy = config.proxy.clone();
+    }
+    spec
 }
 
 /// Everything the reconciler applies for one Agent, except the auth Secret.
@@ -2310,6 +2340,38 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     use super::*;
+
+    #[test]
+    fn the_cluster_config_sets_domain_system_image_and_a_fallback_proxy() {
+        let config: KubeOpenCodeConfigSpec = serde_json::from_value(serde_json::json!({
+            "clusterDomain": "corp.internal",
+            "systemImage": {"image": "registry.corp/git-sh:1"},
+            "proxy": {"httpsProxy": "http://proxy.corp:3128"},
+        }))
+        .expect("config");
+        let settings = BuildSettings::default().with_cluster_config(&config);
+        assert_eq!(settings.cluster_domain, "corp.internal");
+        assert_eq!(settings.system_image, "registry.corp/git-sh:1");
+        assert_eq!(settings.plugin_image, BuildSettings::default().plugin_image);
+        let unset =
+            BuildSettings::default().with_cluster_config(&KubeOpenCodeConfigSpec::default());
+        assert_eq!(unset, BuildSettings::default());
+
+        let inherits = with_cluster_proxy(AgentSpec::default(), &config);
+        assert_eq!(
+            inherits.proxy.and_then(|p| p.https_proxy).as_deref(),
+            Some("http://proxy.corp:3128")
+        );
+        let own = AgentSpec {
+            proxy: Some(ProxyConfig {
+                http_proxy: Some("http://own:8080".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let kept = with_cluster_proxy(own.clone(), &config);
+        assert_eq!(kept.proxy, own.proxy, "the Agent's own proxy wins whole");
+    }
 
     #[test]
     fn the_child_selector_matches_every_childs_labels() {
