@@ -52,6 +52,7 @@ use crate::api::agent::{
     PluginTarget, PortProtocol, VolumePersistence,
 };
 use crate::api::common::ProxyConfig;
+use crate::api::config::PullPolicy;
 use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy};
 use crate::api::{API_VERSION, Agent, AgentSpec, AgentTemplateSpec, KubeOpenCodeConfigSpec};
 
@@ -142,6 +143,8 @@ pub struct BuildSettings {
     pub cluster_domain: String,
     /// Image of the helper containers (git-init, git-sync, context-init): needs `git` and `sh`.
     pub system_image: String,
+    /// Pull policy of the helper containers; `None` derives it from the image's tag.
+    pub system_image_pull_policy: Option<String>,
     /// Image of plugin-init, which installs spec.plugins: needs `npm` and `sh`. Not the
     /// system image, which has no npm.
     pub plugin_image: String,
@@ -158,6 +161,7 @@ impl Default for BuildSettings {
         Self {
             cluster_domain: crate::api::config::DEFAULT_CLUSTER_DOMAIN.to_string(),
             system_image: DEFAULT_SYSTEM_IMAGE.to_string(),
+            system_image_pull_policy: None,
             plugin_image: DEFAULT_PLUGIN_IMAGE.to_string(),
             default_agent_image: DEFAULT_AGENT_IMAGE.to_string(),
             default_executor_image: DEFAULT_EXECUTOR_IMAGE.to_string(),
@@ -182,6 +186,20 @@ impl BuildSettings {
             .filter(|i| !i.is_empty())
         {
             settings.system_image = image.to_string();
+        }
+        if let Some(policy) = config
+            .system_image
+            .as_ref()
+            .and_then(|i| i.image_pull_policy)
+        {
+            settings.system_image_pull_policy = Some(
+                match policy {
+                    PullPolicy::Always => "Always",
+                    PullPolicy::Never => "Never",
+                    PullPolicy::IfNotPresent => "IfNotPresent",
+                }
+                .to_string(),
+            );
         }
         settings
     }
@@ -1258,7 +1276,12 @@ fn system_container(
     Container {
         name,
         image: Some(settings.system_image.clone()),
-        image_pull_policy: Some(pull_policy(&settings.system_image).to_string()),
+        image_pull_policy: Some(
+            settings
+                .system_image_pull_policy
+                .clone()
+                .unwrap_or_else(|| pull_policy(&settings.system_image).to_string()),
+        ),
         command: Some(vec!["sh".to_string(), "-c".to_string(), script]),
         env: Some(all_env),
         volume_mounts: Some(mounts),
@@ -2345,13 +2368,20 @@ mod tests {
     fn the_cluster_config_sets_domain_system_image_and_a_fallback_proxy() {
         let config: KubeOpenCodeConfigSpec = serde_json::from_value(serde_json::json!({
             "clusterDomain": "corp.internal",
-            "systemImage": {"image": "registry.corp/git-sh:1"},
+            "systemImage": {"image": "registry.corp/git-sh:1", "imagePullPolicy": "Always"},
             "proxy": {"httpsProxy": "http://proxy.corp:3128"},
         }))
         .expect("config");
         let settings = BuildSettings::default().with_cluster_config(&config);
         assert_eq!(settings.cluster_domain, "corp.internal");
         assert_eq!(settings.system_image, "registry.corp/git-sh:1");
+        assert_eq!(settings.system_image_pull_policy.as_deref(), Some("Always"));
+        let objects = build(&seed_agent(), &seed_agent().spec, &settings);
+        let git_init = all_containers(pod(&objects))
+            .find(|c| c.name.starts_with("git-init"))
+            .expect("the seed has a Git context");
+        assert_eq!(git_init.image.as_deref(), Some("registry.corp/git-sh:1"));
+        assert_eq!(git_init.image_pull_policy.as_deref(), Some("Always"));
         assert_eq!(settings.plugin_image, BuildSettings::default().plugin_image);
         let unset =
             BuildSettings::default().with_cluster_config(&KubeOpenCodeConfigSpec::default());
