@@ -18,16 +18,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client};
+use kube::Api;
 use kubeoc::api::Agent;
-use kubeoc_testbed::{admin_client, service_proxy_get, wait_until};
+use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
+use support::{Server, WORKSPACE};
 
 /// Apply to Ready: plugin-init (npm install) plus the usual server start.
 const WAIT: Duration = Duration::from_secs(240);
 /// One prompt turn (a tool call and the answer after it) through the stub model.
-const TURN: Duration = Duration::from_secs(90);
-const WORKSPACE: &str = "/workspace";
 /// The server plugin: scoped, asked for by range, so npm resolves a version from the packument.
 const SERVER_PACKAGE: &str = "@kubeoc-test/echo-plugin";
 const SERVER_SPECIFIER: &str = "@kubeoc-test/echo-plugin@^1.0.0";
@@ -255,125 +254,6 @@ fn answer(path: &str, packages: &[Tarball], base: &str) -> (&'static str, &'stat
         "application/json",
         br#"{"error":"not found"}"#.to_vec(),
     )
-}
-
-// -----------------------------------------------------------------------------------------------
-// The Agent's OpenCode server through the apiserver's service proxy
-
-struct Server {
-    client: Client,
-    namespace: String,
-    service: String,
-    token: String,
-}
-
-impl Server {
-    async fn connect(client: &Client, namespace: &str, agent: &str) -> anyhow::Result<Self> {
-        let password = support::server_password(client, namespace, agent).await?;
-        Ok(Self {
-            client: client.clone(),
-            namespace: namespace.to_string(),
-            service: format!("{agent}:http"),
-            token: kubeoc::opencode::client::auth_token(&password),
-        })
-    }
-
-    fn path(&self, path: &str) -> String {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        format!(
-            "{path}{separator}directory={WORKSPACE}&auth_token={}",
-            self.token
-        )
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (code, body) = service_proxy_get(
-            &self.client,
-            &self.namespace,
-            &self.service,
-            &self.path(path),
-        )
-        .await?;
-        ensure!(code == 200, "GET {path}: HTTP {code}: {body}");
-        serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<String> {
-        let uri = format!(
-            "/api/v1/namespaces/{}/services/{}/proxy{}",
-            self.namespace,
-            self.service,
-            self.path(path)
-        );
-        let request = http::Request::post(uri)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body)?)?;
-        tokio::time::timeout(Duration::from_secs(30), self.client.request_text(request))
-            .await
-            .with_context(|| format!("POST {path}: no answer within 30s"))?
-            .with_context(|| format!("POST {path}"))
-    }
-
-    /// `GET /file/content`: a workspace file as OpenCode reads it ("" when it is missing).
-    async fn file(&self, path: &str) -> anyhow::Result<String> {
-        let content = self.get(&format!("/file/content?path={path}")).await?;
-        Ok(content["content"].as_str().unwrap_or_default().to_string())
-    }
-
-    /// Makes OpenCode call tool `name` with `args` in a new session (the stub model asks for
-    /// the call); the tool part of the answer.
-    async fn tool(&self, title: &str, name: &str, args: &Value) -> anyhow::Result<Value> {
-        let created = self.post("/session", &json!({ "title": title })).await?;
-        let session: Value = serde_json::from_str(&created)?;
-        let id = session["id"]
-            .as_str()
-            .with_context(|| format!("session without id: {created}"))?
-            .to_string();
-        self.post(
-            &format!("/session/{id}/prompt_async"),
-            &json!({"parts": [{"type": "text", "text": format!("[[tool:{name}:{args}]]")}]}),
-        )
-        .await?;
-        let started = Instant::now();
-        let messages = wait_until(&format!("the turn of session {title:?}"), TURN, || async {
-            let messages = self.get(&format!("/session/{id}/message")).await?;
-            let messages = messages.as_array().cloned().unwrap_or_default();
-            let finished = messages.last().is_some_and(|m| {
-                m["info"]["role"] == "assistant"
-                    && m["info"]["time"]["completed"].is_number()
-                    && m["info"]["finish"] != "tool-calls"
-            });
-            ensure!(finished, "turn not finished; messages: {}", json!(messages));
-            Ok(Some(messages))
-        })
-        .await?;
-        println!("turn {title:?} answered in {:?}", started.elapsed());
-        messages
-            .iter()
-            .flat_map(|m| m["parts"].as_array().into_iter().flatten())
-            .find(|p| p["type"] == "tool" && p["tool"] == name)
-            .cloned()
-            .with_context(|| format!("no {name} tool part in {}", json!(messages)))
-    }
-
-    /// Runs `command` with OpenCode's bash tool in the server container; its output.
-    async fn bash(&self, title: &str, command: &str) -> anyhow::Result<String> {
-        let part = self
-            .tool(
-                title,
-                "bash",
-                &json!({"command": command, "description": title}),
-            )
-            .await?;
-        ensure!(
-            part["state"]["status"] == "completed",
-            "the bash tool did not complete: {part}"
-        );
-        Ok(part["state"]["output"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
-    }
 }
 
 /// (started, finished) of an init container's terminated state, for timing.

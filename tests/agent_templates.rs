@@ -20,24 +20,6 @@ fn ready_condition(agent: &Agent) -> Option<(String, String)> {
     support::condition(agent, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-fn server_env(deployment: &Deployment, name: &str) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == "opencode-server")?
-        .env
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == name)?
-        .value
-        .clone()
-}
-
 #[tokio::test]
 async fn templates_created_or_edited_later_reach_their_agents_at_once() -> anyhow::Result<()> {
     let client = admin_client().await?;
@@ -89,7 +71,7 @@ async fn templates_created_or_edited_later_reach_their_agents_at_once() -> anyho
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
     let deployment = deployments.get("templated-server").await?;
     assert_eq!(
-        server_env(&deployment, "TEAM_STAGE").as_deref(),
+        support::server_env(&deployment, "TEAM_STAGE").as_deref(),
         Some("one")
     );
 
@@ -104,7 +86,10 @@ async fn templates_created_or_edited_later_reach_their_agents_at_once() -> anyho
     let edited = Instant::now();
     wait_until("the template edit in the Deployment", WAIT, || async {
         let deployment = deployments.get("templated-server").await?;
-        Ok((server_env(&deployment, "TEAM_STAGE").as_deref() == Some("two")).then_some(()))
+        Ok(
+            (support::server_env(&deployment, "TEAM_STAGE").as_deref() == Some("two"))
+                .then_some(()),
+        )
     })
     .await?;
     let took = edited.elapsed();

@@ -36,24 +36,6 @@ impl Drop for ClusterConfigGuard {
     }
 }
 
-fn server_env(deployment: &Deployment, name: &str) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == "opencode-server")?
-        .env
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == name)?
-        .value
-        .clone()
-}
-
 #[tokio::test]
 async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Result<()> {
     let client = admin_client().await?;
@@ -82,7 +64,7 @@ async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Res
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
     assert_eq!(
-        server_env(&deployments.get("configured-server").await?, "HTTPS_PROXY"),
+        support::server_env(&deployments.get("configured-server").await?, "HTTPS_PROXY"),
         None
     );
 
@@ -107,12 +89,12 @@ async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Res
     .await?;
     let deployment = wait_until("the cluster proxy in the server's env", WAIT, || async {
         let deployment = deployments.get("configured-server").await?;
-        Ok(server_env(&deployment, "HTTPS_PROXY")
+        Ok(support::server_env(&deployment, "HTTPS_PROXY")
             .is_some_and(|p| p == "http://10.244.0.1:3")
             .then_some(deployment))
     })
     .await?;
-    let no_proxy = server_env(&deployment, "NO_PROXY").unwrap_or_default();
+    let no_proxy = support::server_env(&deployment, "NO_PROXY").unwrap_or_default();
     assert!(
         no_proxy.contains("10.244.0.0/16") && no_proxy.contains(".corp.internal"),
         "NO_PROXY {no_proxy:?}"
@@ -131,7 +113,7 @@ async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Res
             let deployment = deployments.get("configured-server").await?;
             Ok((url(&agent).as_deref()
                 == Some(format!("http://configured.{n}.svc.cluster.local:4096").as_str())
-                && server_env(&deployment, "HTTPS_PROXY").is_none())
+                && support::server_env(&deployment, "HTTPS_PROXY").is_none())
             .then_some(()))
         },
     )

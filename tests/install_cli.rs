@@ -49,16 +49,6 @@ async fn resource_versions(client: &Client) -> anyhow::Result<BTreeMap<String, S
     Ok(versions)
 }
 
-fn established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-}
-
 /// 5. `install --dry-run -o yaml` needs no cluster, prints parseable YAML documents equal to
 ///    the install objects, and that output applies with kubectl.
 #[tokio::test]
@@ -212,7 +202,7 @@ async fn install_twice_changes_nothing() -> anyhow::Result<()> {
         let name = crd.metadata.name.unwrap_or_default();
         let stored = crds.get(&name).await?;
         ensure!(
-            established(&stored),
+            install::established(&stored),
             "CRD {name} is not Established: {:?}",
             stored.status
         );

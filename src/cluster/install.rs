@@ -185,7 +185,8 @@ pub async fn apply(client: &Client) -> Result<Vec<Applied>> {
     Ok(report)
 }
 
-fn established(crd: &CustomResourceDefinition) -> bool {
+/// Whether the apiserver serves the CRD (condition Established is True).
+pub fn established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

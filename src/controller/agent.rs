@@ -32,7 +32,6 @@ use crate::opencode::client::{ProxyError, ServerProxy};
 
 /// Field manager of everything the reconciler writes.
 pub const FIELD_MANAGER: &str = "kubeoc-controller";
-const PASSWORD_KEY: &str = "password";
 
 /// Errors that make a reconcile retry.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +116,7 @@ async fn ensure_password(ctx: &Context, agent: &Agent, ns: &str) -> Result<Strin
         let stored = existing
             .and_then(|s| s.data)
             .and_then(|d| {
-                d.get(PASSWORD_KEY)
+                d.get(server_pod::PASSWORD_KEY)
                     .map(|v| String::from_utf8_lossy(&v.0).into_owned())
             })
             .filter(|p| !p.is_empty());
@@ -138,7 +137,8 @@ async fn ensure_password(ctx: &Context, agent: &Agent, ns: &str) -> Result<Strin
         }
     }
     Err(ReconcileError::Other(format!(
-        "Secret {ns}/{name} exists without a {PASSWORD_KEY:?} key; delete it to have a new password generated"
+        "Secret {ns}/{name} exists without a {:?} key; delete it to have a new password generated",
+        server_pod::PASSWORD_KEY
     )))
 }
 

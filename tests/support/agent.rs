@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
@@ -92,4 +93,23 @@ pub async fn server_pod(client: &Client, ns: &str, agent: &str) -> anyhow::Resul
         running.len()
     );
     running.into_iter().next().context("no server pod")
+}
+
+/// The value of env variable `name` in the server container of the Deployment's pod template.
+pub fn server_env(deployment: &Deployment, name: &str) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "opencode-server")?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
 }

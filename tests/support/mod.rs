@@ -6,7 +6,8 @@
 //! - [`cluster`]: kubeoc installed, a fresh namespace, manifests applied, the bridge address;
 //! - [`agent`]: the stub model's config, waiting for a Ready Agent, its server pods and
 //!   password;
-//! - [`git`]: Git repositories the testbed's pods can clone.
+//! - [`git`]: Git repositories the testbed's pods can clone;
+//! - [`opencode`]: an Agent's OpenCode server through the service proxy ([`Server`]).
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
@@ -14,16 +15,18 @@
 pub mod agent;
 pub mod cluster;
 pub mod git;
+pub mod opencode;
 pub mod process;
 
 pub use agent::{
-    condition, ready_agent, server_password, server_pod, server_pods, stub_model_config,
+    condition, ready_agent, server_env, server_password, server_pod, server_pods, stub_model_config,
 };
 pub use cluster::{
     BRIDGE_HOST, MODEL_ADDR, apply, free_bridge_port, install_kubeoc, installed_namespace,
     kubeconfig, prepare_namespace,
 };
 pub use git::{Repository, local_repository};
+pub use opencode::{Server, TURN, WORKSPACE};
 pub use process::{
     Controller, Run, Streaming, kubectl, kubectl_run, kubeoc, kubeoc_with_input, run, run_within,
 };
