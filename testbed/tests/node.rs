@@ -156,6 +156,23 @@ async fn deployment_with_probes_becomes_available_and_serves_through_a_service()
     })
     .await?;
 
+    // Available comes before the EndpointSlice lists the pod ready (as on any cluster): a
+    // client started earlier meets a Service without endpoints.
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(client.clone(), &ns.name);
+    wait_until("a ready endpoint for Service web", WAIT, || async {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await?;
+        let ready = list
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false));
+        Ok(ready.then_some(()))
+    })
+    .await?;
+
     // A second pod reaches it by Service name on the Service port (80 -> 8080 via DNAT).
     let client_cmd = format!(
         "python3 -c \"import urllib.request as u; print('status', u.urlopen('http://web.{}.svc.cluster.local/', timeout=5).status)\" && \
