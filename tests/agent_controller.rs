@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use kubeoc::api::Agent;
@@ -95,6 +95,54 @@ fn audit_entries_since(offset: u64) -> anyhow::Result<Vec<Value>> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// The controller's write requests (anything but get/list/watch) into namespace `ns` logged
+/// after `offset` bytes of the audit log; other tests run controllers in their own namespaces.
+fn controller_writes_since(offset: u64, ns: &str) -> anyhow::Result<Vec<String>> {
+    Ok(audit_entries_since(offset)?
+        .into_iter()
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("kubeoc-controller/"))
+        })
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .is_some_and(|uri| uri.contains(&format!("/namespaces/{ns}/")))
+        })
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect())
+}
+
+/// `Kind/name` with its deletion state and finalizers when the object still exists.
+async fn still_there<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<Option<String>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let found = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?;
+    Ok(found.map(|object| left_behind(&K::kind(&()), &object)))
+}
+
+fn left_behind(kind: &str, object: &impl kube::Resource) -> String {
+    let meta = object.meta();
+    format!(
+        "{kind}/{} (deleting: {}, finalizers: {:?})",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.deletion_timestamp.is_some(),
+        meta.finalizers.as_deref().unwrap_or_default()
+    )
 }
 
 fn audit_size() -> u64 {
@@ -220,22 +268,7 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
     let window_start = audit_size();
     let window = Duration::from_secs(60);
     tokio::time::sleep(window).await;
-    let writes: Vec<String> = audit_entries_since(window_start)?
-        .into_iter()
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.starts_with("kubeoc-controller/"))
-        })
-        // Other tests run controllers of their own in their namespaces.
-        .filter(|e| {
-            e["requestURI"]
-                .as_str()
-                .is_some_and(|uri| uri.contains(&format!("/namespaces/{n}/")))
-        })
-        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
-        .collect();
+    let writes = controller_writes_since(window_start, &n)?;
     println!(
         "controller writes in {window:?} of steady state: {}",
         writes.len()
@@ -298,31 +331,36 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
     agents
         .delete("team-agent", &DeleteParams::foreground())
         .await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &n);
-    wait_until("the Agent's children to be gone", WAIT, || async {
-        let left = deployments
+    let deletion_start = audit_size();
+    agents
+        .delete("team-agent", &DeleteParams::foreground())
+        .await?;
+    wait_until("the Agent and its children to be gone", WAIT, || async {
+        let mut left = Vec::new();
+        left.extend(still_there::<Agent>(&client, &n, "team-agent").await?);
+        left.extend(still_there::<Deployment>(&client, &n, "team-agent-server").await?);
+        left.extend(still_there::<Secret>(&client, &n, "team-agent-server-auth").await?);
+        left.extend(still_there::<Service>(&client, &n, "team-agent").await?);
+        left.extend(
+            still_there::<PersistentVolumeClaim>(&client, &n, "team-agent-server-sessions").await?,
+        );
+        let server_pods = pods
             .list(&ListParams::default().labels("kubeopencode.io/agent=team-agent"))
-            .await?
-            .items
-            .len()
-            + Api::<Secret>::namespaced(client.clone(), &n)
-                .get_opt("team-agent-server-auth")
-                .await?
-                .map_or(0, |_| 1)
-            + Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &n)
-                .get_opt("team-agent")
-                .await?
-                .map_or(0, |_| 1)
-            + Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
-                client.clone(),
-                &n,
-            )
-            .get_opt("team-agent-server-sessions")
-            .await?
-            .map_or(0, |_| 1);
-        Ok((left == 0).then_some(()))
+            .await?;
+        left.extend(server_pods.items.iter().map(|p| left_behind("Pod", p)));
+        if left.is_empty() {
+            Ok(Some(()))
+        } else {
+            anyhow::bail!("still there: {}", left.join(", "))
+        }
     })
     .await?;
+    // While the garbage collector works, the controller must not apply children again.
+    let during_deletion = controller_writes_since(deletion_start, &n)?;
+    assert!(
+        during_deletion.is_empty(),
+        "the controller wrote while the Agent was being deleted: {during_deletion:?}"
+    );
     drop(controller);
     ns.delete().await
 }

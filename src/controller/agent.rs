@@ -362,6 +362,12 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     let name = agent.name_any();
     let generation = agent.metadata.generation.unwrap_or(0);
     let existing = agent.status.clone().unwrap_or_default();
+    if agent.metadata.deletion_timestamp.is_some() {
+        // The garbage collector is removing the children (foreground deletion keeps the Agent
+        // until they are gone); applying them again would undo its work and could keep the
+        // deletion from ever finishing.
+        return Ok(Action::await_change());
+    }
 
     let template = match &agent.spec.template_ref {
         Some(r) => {

@@ -242,12 +242,22 @@ pub async fn run(ctx: Arc<NodeContext>, pod: watch::Receiver<Option<Pod>>) {
             }),
             ..DeleteParams::default()
         };
-        if let Err(err) = pods.delete(&worker.name, &params).await {
-            tracing::warn!(
-                "final delete of pod {}/{}: {err}",
-                worker.namespace,
-                worker.name
-            );
+        // A pod left Terminating blocks its owners' foreground deletion and its PVCs'
+        // protection finalizer, so a transient apiserver error is retried.
+        for attempt in 1..=10u32 {
+            match pods.delete(&worker.name, &params).await {
+                Ok(_) => break,
+                // Gone, or a new pod of the same name (the UID precondition failed).
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => break,
+                Err(err) => {
+                    tracing::warn!(
+                        "final delete of pod {}/{} (attempt {attempt}): {err}",
+                        worker.namespace,
+                        worker.name
+                    );
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+            }
         }
     }
     tracing::info!(pod = %format!("{}/{}", worker.namespace, worker.name), "pod removed");
