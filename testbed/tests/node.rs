@@ -174,10 +174,24 @@ async fn deployment_with_probes_becomes_available_and_serves_through_a_service()
     .await?;
 
     // A second pod reaches it by Service name on the Service port (80 -> 8080 via DNAT).
+    // Service rules follow EndpointSlices asynchronously on every node (kube-proxy too), so the
+    // client retries a failed connection for a few seconds, as clients in a real cluster must.
+    let fetch = |label: &str, url: &str| {
+        format!(
+            "python3 -c \"import time, urllib.request as u\n\
+             for i in range(20):\n\
+             \x20   try: print('{label}', u.urlopen('{url}', timeout=5).status); break\n\
+             \x20   except OSError: time.sleep(0.5)\n\
+             else: raise SystemExit('no answer in 10 s')\""
+        )
+    };
     let client_cmd = format!(
-        "python3 -c \"import urllib.request as u; print('status', u.urlopen('http://web.{}.svc.cluster.local/', timeout=5).status)\" && \
-         python3 -c \"import urllib.request as u; print('short', u.urlopen('http://web/', timeout=5).status)\"",
-        ns.name
+        "{} && {}",
+        fetch(
+            "status",
+            &format!("http://web.{}.svc.cluster.local/", ns.name)
+        ),
+        fetch("short", "http://web/")
     );
     create::<Pod>(
         &client,
