@@ -697,3 +697,193 @@ async fn credentials_ca_bundle_and_proxy_reach_the_running_server() -> anyhow::R
     let _ = std::fs::remove_dir_all(&certs);
     Ok(())
 }
+
+/// A documentation server on the bridge: answers `GET /<name>` with `docs[name]` when the
+/// request carries `authorization`, 401 otherwise; records each request's head.
+struct DocsServer {
+    port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocsServer {
+    async fn start(
+        authorization: &str,
+        docs: &[(&'static str, &'static str)],
+    ) -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind((BRIDGE_HOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = heads.clone();
+        let expected = format!("authorization: {}", authorization.to_ascii_lowercase());
+        let docs: std::collections::HashMap<String, &'static str> =
+            docs.iter().map(|(k, v)| (format!("/{k}"), *v)).collect();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let path = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let authorized = text
+                    .lines()
+                    .any(|l| l.trim().to_ascii_lowercase() == expected);
+                let answer = match docs.get(&path) {
+                    Some(body) if authorized => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    Some(_) => "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+                    None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+                };
+                if let Ok(mut heads) = record.lock() {
+                    heads.push(text);
+                }
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        Ok(Self { port, heads, task })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://{BRIDGE_HOST}:{}/{name}", self.port)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for DocsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn url_contexts_are_fetched_with_their_credentials_when_the_server_starts()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let (ns, controller) = prepare(&client, "agent-url").await?;
+    let n = ns.name.clone();
+    let token = format!("docs-token-{n}");
+    let bearer = DocsServer::start(
+        &format!("Bearer {token}"),
+        &[("guide.md", "url guide: prefer small commits\n")],
+    )
+    .await?;
+    // base64("reader:pass-5e1")
+    let basic = DocsServer::start(
+        "Basic cmVhZGVyOnBhc3MtNWUx",
+        &[("spec.txt", "url spec: version 7\n")],
+    )
+    .await?;
+    kubectl(
+        &[
+            "-n",
+            &n,
+            "create",
+            "secret",
+            "generic",
+            "docs-token",
+            &format!("--from-literal=token={token}"),
+        ],
+        None,
+    )
+    .await?;
+    kubectl(
+        &[
+            "-n",
+            &n,
+            "create",
+            "secret",
+            "generic",
+            "docs-login",
+            "--from-literal=username=reader",
+            "--from-literal=password=pass-5e1",
+        ],
+        None,
+    )
+    .await?;
+    apply(
+        &n,
+        &json!({
+            "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "urls"},
+            "spec": {
+                "workspaceDir": WORKSPACE,
+                "serviceAccountName": "kubeopencode-agent",
+                "config": stub_model_config(),
+                "contexts": [
+                    {"name": "guide", "type": "URL",
+                     "url": {"source": bearer.url("guide.md"),
+                             "headers": {"Accept": "text/markdown"},
+                             "secretRef": {"name": "docs-token"}}},
+                    {"name": "spec", "type": "URL", "mountPath": "docs/spec.txt",
+                     "url": {"source": basic.url("spec.txt"), "secretRef": {"name": "docs-login"}, "timeout": 10}},
+                ],
+            },
+        }),
+    )
+    .await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    ready_agent(&agents, "urls", WAIT)
+        .await
+        .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    let agent = agents.get("urls").await?;
+    assert!(
+        support::condition(&agent, "Unsupported").is_none(),
+        "URL contexts are supported: {:?}",
+        agent.status
+    );
+    let server = Server::connect(&client, &n, "urls").await?;
+
+    // With a mountPath: the file, fetched with HTTP basic auth from the Secret.
+    assert_eq!(server.file("docs/spec.txt").await?, "url spec: version 7");
+    // Without: in context.md, so in the model's system prompt.
+    let context_md = server.file(".kubeopencode/context.md").await?;
+    assert!(
+        context_md.contains("<context name=\"guide\"")
+            && context_md.contains("url guide: prefer small commits"),
+        "context.md: {context_md}"
+    );
+    let quoted = server.system_lines("url guide").await?;
+    assert!(
+        quoted.contains("url guide: prefer small commits"),
+        "the model was not given the URL context; it quoted: {quoted}"
+    );
+    let heads = bearer.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.to_ascii_lowercase().contains("accept: text/markdown")),
+        "the header was not sent: {heads:?}"
+    );
+
+    // The credentials stay in the Secrets: not in the Pod spec, status, events or logs.
+    let deployment = kubectl(
+        &["-n", &n, "get", "deployment", "urls-server", "-o", "json"],
+        None,
+    )
+    .await?;
+    for value in [token.as_str(), "pass-5e1", "cmVhZGVyOnBhc3MtNWUx"] {
+        assert!(
+            !deployment.contains(value),
+            "a credential is in the Deployment"
+        );
+    }
+    assert_not_leaked(&n, &controller, &[&token, "pass-5e1"]).await?;
+    drop(controller);
+    ns.delete().await
+}

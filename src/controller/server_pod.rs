@@ -16,7 +16,8 @@
 //! Pod layout: init containers `opencode-init` (agent image, default entrypoint, copies the
 //! binary into the `tools` emptyDir), `plugin-init` with spec.plugins (`npm install` into the
 //! `plugins-volume` emptyDir, [`BuildSettings::plugin_image`]), `git-init-<i>` per Git context
-//! and skill source, `context-init` (writes context files, opencode.json and tui.json);
+//! and skill source, `context-init` (writes context files, fetches URL contexts, writes
+//! opencode.json and tui.json);
 //! container `opencode-server`
 //! (executor image) running `/tools/opencode serve`; sidecars `git-sync-<i>` for Git contexts
 //! with HotReload sync. Where upstream runs its own helper binary (`/kubeopencode git-init`,
@@ -53,7 +54,7 @@ use crate::api::agent::{
 };
 use crate::api::common::ProxyConfig;
 use crate::api::config::PullPolicy;
-use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy};
+use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy, UrlContext};
 use crate::api::{API_VERSION, Agent, AgentSpec, AgentTemplateSpec, KubeOpenCodeConfigSpec};
 
 /// Label on every child object (and the Deployment's selector): the Agent's name.
@@ -122,6 +123,8 @@ const GIT_ROOT: &str = "/git";
 const GIT_CHECKOUT: &str = "/git/repo";
 const SKILLS_BASE: &str = "/skills";
 const HOME_DIR: &str = "/tmp";
+/// Seconds a URL context may take to download (upstream's default).
+const DEFAULT_URL_TIMEOUT: i32 = 30;
 const SERVER_SHELL: &str = "/bin/bash";
 const SYSTEM_SHELL: &str = "/bin/sh";
 const SERVER_PATH: &str = "/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -541,6 +544,18 @@ fn validate_context(i: usize, item: &ContextItem) -> Result<(), InvalidSpec> {
     match item.type_ {
         ContextType::Text if item.text.is_none() => return Err(missing("text")),
         ContextType::ConfigMap if item.config_map.is_none() => return Err(missing("configMap")),
+        ContextType::Url => {
+            let url = item.url.as_ref().ok_or_else(|| missing("url"))?;
+            if !(url.source.starts_with("http://") || url.source.starts_with("https://")) {
+                return Err(InvalidSpec::new(
+                    "spec.contexts",
+                    format!(
+                        "spec.contexts[{i}].url.source must be an http:// or https:// URL, not {:?}",
+                        url.source
+                    ),
+                ));
+            }
+        }
         ContextType::Git => {
             let git = item.git.as_ref().ok_or_else(|| missing("git"))?;
             if item.mount_path.as_deref().is_none_or(str::is_empty) {
@@ -683,11 +698,6 @@ pub fn unsupported(spec: &AgentSpec) -> Vec<String> {
     }
     for (i, item) in spec.contexts.iter().flatten().enumerate() {
         let name = item.name.as_deref().unwrap_or("unnamed");
-        if item.type_ == ContextType::Url {
-            notes.push(format!(
-                "spec.contexts[{i}] ({name}): URL contexts are not fetched yet"
-            ));
-        }
         if item.type_ == ContextType::Git
             && let Some(sync) = item.git.as_ref().and_then(|g| g.sync.as_ref())
             && sync.enabled == Some(true)
@@ -1104,7 +1114,9 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
             CONTEXT_INIT_CONTAINER.to_string(),
             settings,
             script.join("\n"),
-            vec![env_value("WORKSPACE_DIR", workspace)],
+            std::iter::once(env_value("WORKSPACE_DIR", workspace))
+                .chain(contexts.env.iter().cloned())
+                .collect(),
             mounts,
         ));
         init_kinds.push(system.context_init.as_ref());
@@ -1697,15 +1709,24 @@ struct ContextPlan {
     config_file: bool,
     /// Whether tui.json is written (OPENCODE_TUI_CONFIG).
     tui_config_file: bool,
+    /// Environment of context-init: URL contexts' credentials from their Secrets.
+    env: Vec<EnvVar>,
+    /// Number of URL contexts.
+    urls: usize,
 }
 
-/// A file context-init copies into place.
+/// A file context-init puts into place.
 struct ContextFile {
-    source: String,
+    source: FileSource,
     target: String,
     mode: i32,
-    /// From an optional ConfigMap: skipped when missing.
-    optional: bool,
+}
+
+enum FileSource {
+    /// A file on a mounted ConfigMap; `optional`: skipped when missing.
+    Copy { path: String, optional: bool },
+    /// A URL context fetched when the Pod starts.
+    Fetch(UrlFetch),
 }
 
 /// One piece of `.kubeopencode/context.md`.
@@ -1718,6 +1739,88 @@ enum Part {
         dir: String,
         key: Option<String>,
     },
+    /// A URL fetched when the Pod starts.
+    Url { header: String, fetch: UrlFetch },
+}
+
+/// Secret keys of a URL context's credentials and the env var suffixes they become.
+const URL_SECRET_KEYS: [(&str, &str); 3] = [
+    ("TOKEN", "token"),
+    ("USERNAME", "username"),
+    ("PASSWORD", "password"),
+];
+
+/// `fetch_url LABEL URL OUT TIMEOUT INSECURE AUTH [HEADER...]` for context-init: curl when the
+/// image has it (headers, credentials included, go through stdin, not the command line), else
+/// wget (busybox's in the default alpine/git image). OUT `-` is standard output.
+const FETCH_URL_FUNCTION: &str = r#"fetch_url() {
+  label=$1 url=$2 out=$3 timeout=$4 insecure=$5 auth=$6
+  shift 6
+  if [ -n "$auth" ]; then set -- "$@" "Authorization: $auth"; fi
+  if command -v curl >/dev/null 2>&1; then
+    for h in "$@"; do printf '%s\n' "$h"; done | curl -fsSL --max-time "$timeout" ${insecure:+--insecure} ${CUSTOM_CA_CERT_PATH:+--cacert "$CUSTOM_CA_CERT_PATH"} -H @- -o "$out" "$url" && return 0
+  else
+    n=$#
+    for h in "$@"; do set -- "$@" --header "$h"; done
+    shift "$n"
+    wget -q -T "$timeout" ${insecure:+--no-check-certificate} "$@" -O "$out" "$url" && return 0
+  fi
+  echo "context $label: could not fetch $url" >&2
+  return 1
+}"#;
+
+/// One URL context: fetched by context-init each time the Pod starts.
+#[derive(Debug, Clone)]
+struct UrlFetch {
+    index: usize,
+    label: String,
+    url: UrlContext,
+}
+
+impl UrlFetch {
+    /// The shell line that fetches it into `out` (already quoted, or `-`).
+    fn command(&self, out: &str) -> String {
+        let url = &self.url;
+        let has_secret = url.secret_ref.is_some();
+        let timeout = url
+            .timeout
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_URL_TIMEOUT);
+        let insecure = if url.insecure_skip_tls_verify == Some(true) {
+            "1"
+        } else {
+            ""
+        };
+        // The Secret's credentials win over an Authorization header (as upstream).
+        let headers: Vec<String> = url
+            .headers
+            .iter()
+            .flatten()
+            .filter(|(name, _)| !(has_secret && name.eq_ignore_ascii_case("authorization")))
+            .map(|(name, value)| sh_quote(&format!("{name}: {value}")))
+            .collect();
+        let mut line = String::new();
+        let auth = if has_secret {
+            let i = self.index;
+            line.push_str(&format!(
+                "auth=; if [ -n \"${{URL_{i}_TOKEN:-}}\" ]; then auth=\"Bearer $URL_{i}_TOKEN\"; elif [ -n \"${{URL_{i}_USERNAME:-}}\" ]; then auth=\"Basic $(printf '%s:%s' \"$URL_{i}_USERNAME\" \"${{URL_{i}_PASSWORD:-}}\" | base64 | tr -d '\\n')\"; fi; "
+            ));
+            "\"$auth\""
+        } else {
+            "''"
+        };
+        line.push_str(&format!(
+            "fetch_url {} {} {out} {timeout} {} {auth}",
+            sh_quote(&self.label),
+            sh_quote(&url.source),
+            sh_quote(insecure),
+        ));
+        for header in headers {
+            line.push(' ');
+            line.push_str(&header);
+        }
+        line
+    }
 }
 
 fn plan_contexts(
@@ -1757,10 +1860,12 @@ fn plan_contexts(
                     Some(path) => {
                         let key = insert_unique(&mut plan.data, config_map_key(&path), text);
                         files.push(ContextFile {
-                            source: format!("{CONTEXT_FILES_MOUNT}/{key}"),
+                            source: FileSource::Copy {
+                                path: format!("{CONTEXT_FILES_MOUNT}/{key}"),
+                                optional: false,
+                            },
                             target: path,
                             mode,
-                            optional: false,
                         });
                     }
                     None => parts.push(Part::Static(format!("{header}\n{text}\n</context>"))),
@@ -1778,10 +1883,12 @@ fn plan_contexts(
                 let key = source.key.clone().filter(|k| !k.is_empty());
                 match (target, key) {
                     (Some(path), Some(key)) => files.push(ContextFile {
-                        source: format!("{dir}/{key}"),
+                        source: FileSource::Copy {
+                            path: format!("{dir}/{key}"),
+                            optional: source.optional == Some(true),
+                        },
                         target: path,
                         mode,
-                        optional: source.optional == Some(true),
                     }),
                     (Some(path), None) => dirs.push((dir, path)),
                     (None, key) => parts.push(Part::ConfigMap { header, dir, key }),
@@ -1817,8 +1924,34 @@ fn plan_contexts(
                     }),
                 });
             }
-            // Reported by `unsupported`.
-            ContextType::Url => {}
+            ContextType::Url => {
+                let Some(url) = &item.url else { continue };
+                let index = plan.urls;
+                let fetch = UrlFetch {
+                    index,
+                    label: label.clone(),
+                    url: url.clone(),
+                };
+                if let Some(secret) = &url.secret_ref {
+                    for (suffix, key) in URL_SECRET_KEYS {
+                        plan.env.push(env_secret(
+                            &format!("URL_{index}_{suffix}"),
+                            &secret.name,
+                            key,
+                            Some(true),
+                        ));
+                    }
+                }
+                plan.urls += 1;
+                match target {
+                    Some(path) => files.push(ContextFile {
+                        source: FileSource::Fetch(fetch),
+                        target: path,
+                        mode,
+                    }),
+                    None => parts.push(Part::Url { header, fetch }),
+                }
+            }
         }
     }
 
@@ -1867,19 +2000,32 @@ fn plan_contexts(
             format!("{EXTERNAL_MOUNT}/{sub_path}")
         }
     };
+    if plan.urls > 0 {
+        script.push(FETCH_URL_FUNCTION.to_string());
+    }
     for file in &files {
         let written = stage(&mut plan, &file.target);
-        let copy = [
+        let put = match &file.source {
+            FileSource::Copy { path, .. } => {
+                format!("cp {} {}", sh_quote(path), sh_quote(&written))
+            }
+            FileSource::Fetch(fetch) => fetch.command(&sh_quote(&written)),
+        };
+        let lines = [
             format!("mkdir -p {}", sh_quote(&parent_dir(&written))),
-            format!("cp {} {}", sh_quote(&file.source), sh_quote(&written)),
+            put,
             format!("chmod {:o} {}", file.mode, sh_quote(&written)),
         ];
-        if file.optional {
-            script.push(format!("if [ -f {} ]; then", sh_quote(&file.source)));
-            script.extend(copy.map(|line| format!("  {line}")));
-            script.push("fi".to_string());
-        } else {
-            script.extend(copy);
+        match &file.source {
+            FileSource::Copy {
+                path,
+                optional: true,
+            } => {
+                script.push(format!("if [ -f {} ]; then", sh_quote(path)));
+                script.extend(lines.map(|line| format!("  {line}")));
+                script.push("fi".to_string());
+            }
+            _ => script.extend(lines),
         }
     }
     for (source, target) in &dirs {
@@ -1914,6 +2060,11 @@ fn plan_contexts(
                             "first=1; for f in {dir}/* {dir}/.[!.]*; do if [ -f \"$f\" ]; then if [ -z \"$first\" ]; then printf '\\n'; fi; first=; printf '<file name=\"%s\">\\n' \"${{f##*/}}\"; cat \"$f\"; printf '\\n</file>'; fi; done"
                         )),
                     }
+                    script.push("printf '\\n</context>'".to_string());
+                }
+                Part::Url { header, fetch } => {
+                    script.push(format!("printf '%s\\n' {}", sh_quote(header)));
+                    script.push(fetch.command("-"));
                     script.push("printf '\\n</context>'".to_string());
                 }
             }
@@ -4641,5 +4792,209 @@ spec:
         assert_eq!(pull_policy("reg:5000/img"), "Always");
         assert_eq!(pull_policy("reg:5000/img:1.0"), "IfNotPresent");
         assert_eq!(pull_policy("img@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn url_contexts_are_fetched_when_the_pod_starts() {
+        let agent = agent_yaml(
+            r##"
+apiVersion: kubeopencode.io/v1alpha1
+kind: Agent
+metadata: {name: ctx, namespace: dev}
+spec:
+  workspaceDir: /workspace
+  serviceAccountName: sa
+  contexts:
+    - name: guide
+      type: URL
+      url:
+        source: https://docs.example/guide.md
+        headers: {Accept: text/markdown, Authorization: Bearer inline}
+        secretRef: {name: docs-token}
+        timeout: 5
+    - {name: spec, type: URL, url: {source: "http://docs.example/spec.txt", insecureSkipTLSVerify: true}, mountPath: docs/spec.txt}
+    - {name: etc, type: URL, url: {source: "http://docs.example/x.conf"}, mountPath: /etc/x.conf, fileMode: 384}
+"##,
+        );
+        assert!(
+            unsupported(&agent.spec).is_empty(),
+            "URL contexts are supported"
+        );
+        let objects = build_agent(&agent);
+        check_consistent("url contexts", &objects);
+        check_restricted("url contexts", pod(&objects));
+        let pod = pod(&objects);
+        let init = container(pod, "context-init");
+        let script = script(init);
+        assert_eq!(script.matches("fetch_url() {").count(), 1, "{script}");
+        for line in [
+            "fetch_url spec http://docs.example/spec.txt /workspace/docs/spec.txt 30 1 ''",
+            "chmod 644 /workspace/docs/spec.txt",
+            "fetch_url etc http://docs.example/x.conf /ctx-files/etc-x.conf 30 '' ''",
+            "chmod 600 /ctx-files/etc-x.conf",
+            "printf '%s\\n' '<context name=\"guide\" namespace=\"dev\" type=\"URL\">'",
+            "} > /workspace/.kubeopencode/context.md",
+        ] {
+            assert!(
+                script.lines().any(|l| l == line),
+                "missing {line:?} in\n{script}"
+            );
+        }
+        // The Secret's credentials replace the inline Authorization header.
+        let guide = script
+            .lines()
+            .find(|l| l.contains("fetch_url guide"))
+            .expect("guide fetch");
+        assert!(
+            guide.ends_with(
+                "fetch_url guide https://docs.example/guide.md - 5 '' \"$auth\" 'Accept: text/markdown'"
+            ),
+            "{guide}"
+        );
+        assert!(!script.contains("Bearer inline"), "{script}");
+        for (var, key) in [
+            ("URL_0_TOKEN", "token"),
+            ("URL_0_USERNAME", "username"),
+            ("URL_0_PASSWORD", "password"),
+        ] {
+            let env = env(init, var);
+            assert_eq!(secret_ref(env), ("docs-token", key));
+            let selector = env
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .expect("secretKeyRef");
+            assert_eq!(selector.optional, Some(true), "{var}");
+        }
+        // A file outside the workspace is mounted from the staging emptyDir.
+        assert_eq!(
+            mount_at(server(&objects), "/etc/x.conf")
+                .sub_path
+                .as_deref(),
+            Some("etc-x.conf")
+        );
+
+        let invalid = agent_yaml(
+            "apiVersion: kubeopencode.io/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec:\n  workspaceDir: /w\n  serviceAccountName: sa\n  contexts: [{type: URL, url: {source: \"ftp://x/y\"}}]\n",
+        );
+        let err = validate(&invalid.spec).expect_err("ftp");
+        assert_eq!(
+            err.message,
+            "spec.contexts[0].url.source must be an http:// or https:// URL, not \"ftp://x/y\""
+        );
+    }
+
+    /// Runs the generated fetch line with `sh` against a loopback server, once with curl and once
+    /// with wget (the default alpine/git image has only busybox's), and returns what the server saw.
+    fn run_fetch(tool: &str, fetch: &UrlFetch, env: &[(&str, &str)]) -> (String, String) {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).expect("read") == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut stream = reader.into_inner();
+            let body = "fetched body\n";
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("write");
+            let _ = stream.read(&mut [0; 1]);
+            head
+        });
+        // Only the tool under test (and what the function needs) on PATH.
+        let bin = std::env::temp_dir().join(format!("kubeoc-fetch-{tool}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&bin);
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        for name in [tool, "base64", "tr"] {
+            let found = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(name))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{name} not installed"));
+            std::os::unix::fs::symlink(found, bin.join(name)).expect("symlink");
+        }
+        let mut fetch = fetch.clone();
+        fetch.url.source = fetch.url.source.replace("PORT", &port.to_string());
+        let script = format!("set -eu\n{FETCH_URL_FUNCTION}\n{}", fetch.command("-"));
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .env_clear()
+            .env("PATH", &bin)
+            .envs(env.iter().copied())
+            .output()
+            .expect("sh");
+        let _ = std::fs::remove_dir_all(&bin);
+        assert!(
+            output.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let head = server.join().expect("server thread");
+        (String::from_utf8_lossy(&output.stdout).into_owned(), head)
+    }
+
+    #[test]
+    fn the_fetch_command_sends_headers_and_credentials_with_curl_and_wget() {
+        let fetch = |headers: serde_json::Value, secret: bool| UrlFetch {
+            index: 3,
+            label: "docs".to_string(),
+            url: serde_json::from_value(serde_json::json!({
+                "source": "http://127.0.0.1:PORT/guide.md",
+                "headers": headers,
+                "secretRef": secret.then(|| serde_json::json!({"name": "s"})),
+            }))
+            .expect("UrlContext"),
+        };
+        for tool in ["curl", "wget"] {
+            let (body, head) = run_fetch(
+                tool,
+                &fetch(
+                    serde_json::json!({"Accept": "text/markdown", "Authorization": "Bearer inline"}),
+                    true,
+                ),
+                &[("URL_3_TOKEN", "tok-123")],
+            );
+            assert_eq!(body, "fetched body\n", "{tool}");
+            assert!(head.starts_with("GET /guide.md "), "{tool}: {head}");
+            let lower = head.to_ascii_lowercase();
+            assert!(
+                lower.contains("accept: text/markdown\r\n"),
+                "{tool}: {head}"
+            );
+            assert!(
+                lower.contains("authorization: bearer tok-123\r\n"),
+                "{tool}: {head}"
+            );
+            assert!(!head.contains("inline"), "{tool}: {head}");
+
+            let (_, head) = run_fetch(
+                tool,
+                &fetch(serde_json::json!({}), true),
+                &[("URL_3_USERNAME", "ann"), ("URL_3_PASSWORD", "pw:1")],
+            );
+            // base64("ann:pw:1")
+            assert!(
+                head.contains("Authorization: Basic YW5uOnB3OjE=\r\n"),
+                "{tool}: {head}"
+            );
+
+            let (_, head) = run_fetch(
+                tool,
+                &fetch(serde_json::json!({"Authorization": "Bearer inline"}), false),
+                &[],
+            );
+            assert!(head.contains("Bearer inline"), "{tool}: {head}");
+        }
     }
 }
