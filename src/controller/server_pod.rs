@@ -3705,10 +3705,10 @@ spec:
 "#,
         );
         let notes = unsupported(&agent.spec);
-        assert_eq!(notes.len(), 3, "{notes:?}");
+        // URL contexts are fetched now: no note for contexts[0].
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].starts_with("spec.command"));
-        assert!(notes[1].starts_with("spec.contexts[0] (docs): URL"));
-        assert!(notes[2].starts_with("spec.contexts[1] (repo): git sync policy Rollout"));
+        assert!(notes[1].starts_with("spec.contexts[1] (repo): git sync policy Rollout"));
         // Rollout gets no sidecar; the clone still happens.
         let objects = build_agent(&agent);
         assert_eq!(names(Some(&pod(&objects).containers)), ["opencode-server"]);
