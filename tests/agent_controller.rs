@@ -434,7 +434,8 @@ async fn a_second_controller_takes_over_when_the_leader_dies() -> anyhow::Result
 }
 
 /// Standby: an idle Agent is suspended after idleTimeout; session activity on the server moves
-/// the idle clock; a resume starts a fresh clock; every step is an Event.
+/// the idle clock; a Task arriving resumes it (not a suspend a person made); the clock restarts
+/// from the resume; every step is an Event.
 #[tokio::test]
 async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_it()
 -> anyhow::Result<()> {
@@ -545,16 +546,36 @@ async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_
         "the server password appears in an Event"
     );
 
-    // Resumed: Ready again, and the clock restarts from the resume, not from before.
-    agents
-        .patch(
-            "team-agent",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": false}})),
-        )
-        .await?;
+    // A Task arriving resumes what standby suspended: Ready again.
+    let task = |name: &str| {
+        json!({
+            "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Task",
+            "metadata": {"name": name},
+            "spec": {"agentRef": {"name": "team-agent"}, "description": "say hello"},
+        })
+        .to_string()
+    };
     let resumed_at = k8s_openapi::jiff::Timestamp::now();
+    kubectl(&["-n", &n, "apply", "-f", "-"], Some(&task("waiting"))).await?;
+    let resumed = Instant::now();
+    wait_until("the waiting Task to resume the Agent", WAIT, || async {
+        let agent = agents.get("team-agent").await?;
+        Ok((agent.spec.suspend == Some(false)).then_some(()))
+    })
+    .await?;
+    println!("Task created -> Agent resumed in {:?}", resumed.elapsed());
     ready_agent(&agents, "team-agent", WAIT).await?;
+    let events = kubectl(&["-n", &n, "get", "events", "-o", "json"], None).await?;
+    let resumes = |events: &str| -> anyhow::Result<usize> {
+        Ok(agent_event_reasons(events, "team-agent")?
+            .iter()
+            .filter(|r| *r == "Normal StandbyResumed")
+            .count())
+    };
+    assert_eq!(resumes(&events)?, 1, "one StandbyResumed Event");
+
+    // The Task finished (deleted here): the clock restarts from the resume, not from before.
+    kubectl(&["-n", &n, "delete", "task", "waiting"], None).await?;
     let mark = wait_until("status.idleSince set after resume", WAIT, || async {
         Ok(idle_since(&agents.get("team-agent").await?))
     })
@@ -563,6 +584,21 @@ async fn an_idle_agent_with_standby_is_suspended_and_session_activity_postpones_
         mark >= resumed_at,
         "idle clock {mark} starts before the resume at {resumed_at}"
     );
+
+    // A person's suspend is theirs to lift: a Task waits instead of resuming it.
+    let suspend = support::kubeoc(&["-n", &n, "agent", "suspend", "team-agent"]).await?;
+    ensure!(suspend.success(), "agent suspend: {suspend}");
+    kubectl(&["-n", &n, "apply", "-f", "-"], Some(&task("second"))).await?;
+    // The Task watch wakes the controller at once; give it time to (wrongly) act.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let agent = agents.get("team-agent").await?;
+    assert_eq!(
+        agent.spec.suspend,
+        Some(true),
+        "a Task resumed an Agent a person suspended"
+    );
+    let events = kubectl(&["-n", &n, "get", "events", "-o", "json"], None).await?;
+    assert_eq!(resumes(&events)?, 1, "no second StandbyResumed Event");
     drop(controller);
     ns.delete().await
 }

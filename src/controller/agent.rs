@@ -3,7 +3,8 @@
 //! the Deployment, `ServerHealthy` from a real health check through the apiserver service
 //! proxy. Status is written only when it changed, so an idle cluster sees no writes; Events
 //! are published only when the Ready condition (or the list of unsupported fields) changes.
-//! With `spec.standby`, an Agent idle for `idleTimeout` gets `spec.suspend: true`.
+//! With `spec.standby`, an Agent idle for `idleTimeout` gets `spec.suspend: true`, and a Task
+//! arriving for it while the standby clock (not a person) holds it suspended sets it back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -408,6 +409,15 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         report_not_ready(&ctx, &agent, "InvalidSpec", invalid.message.clone()).await?;
         return Ok(Action::await_change());
     }
+    // Standby: a Task arriving for an Agent the idle clock suspended starts it again.
+    if spec.standby.is_some() && suspended_by_standby(&agent) {
+        let waiting = unfinished_tasks(&ctx, &ns, &name).await?;
+        if let Some(task) = waiting.first() {
+            resume_for_task(&ctx, &agent, &task.name_any()).await?;
+            // The patch brings the Agent back through the watch with spec.suspend false.
+            return Ok(Action::await_change());
+        }
+    }
 
     let password = ensure_password(&ctx, &agent, &ns).await?;
     let objects = server_pod::build(&agent, &spec, &settings);
@@ -608,15 +618,14 @@ struct Activity {
     last: Option<Timestamp>,
 }
 
-/// Reads the Agent's unfinished Tasks and its server's sessions.
-async fn activity(
+/// The Agent's Tasks that have not finished (waiting, queued or running), oldest first.
+async fn unfinished_tasks(
     ctx: &Context,
     ns: &str,
     name: &str,
-    proxy: &ServerProxy,
-) -> Result<Activity, ReconcileError> {
+) -> Result<Vec<Task>, ReconcileError> {
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), ns);
-    let unfinished = tasks
+    let mut unfinished: Vec<Task> = tasks
         .list(&ListParams::default())
         .await
         .map_err(kube_err(format!("listing Tasks in namespace {ns}")))?
@@ -629,7 +638,77 @@ async fn activity(
                 .and_then(|s| s.phase)
                 .is_some_and(|p| p.is_finished())
         })
-        .count();
+        .collect();
+    unfinished.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    });
+    Ok(unfinished)
+}
+
+/// Whether spec.suspend was set by the standby clock: this controller alone owns the field
+/// (per managedFields). A suspend by a person (`kubectl kubeoc agent suspend`, `kubectl
+/// apply`, `kubectl patch`) is theirs to lift, so a Task does not resume it.
+fn suspended_by_standby(agent: &Agent) -> bool {
+    let owners: Vec<&str> = agent
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0["f:spec"].get("f:suspend").is_some())
+        })
+        .filter_map(|entry| entry.manager.as_deref())
+        .collect();
+    agent.spec.suspend == Some(true) && owners == [FIELD_MANAGER]
+}
+
+/// Lifts a standby suspension because `task` waits for the server.
+async fn resume_for_task(ctx: &Context, agent: &Agent, task: &str) -> Result<(), ReconcileError> {
+    let ns = agent.namespace().unwrap_or_default();
+    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"spec": {"suspend": false}});
+    api.patch(
+        &agent.name_any(),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "resuming Agent {ns}/{} for Task {task}",
+        agent.name_any()
+    )))?;
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "StandbyResumed".into(),
+        note: Some(format!(
+            "Task {task} is waiting for this Agent, which standby had suspended: set spec.suspend to false"
+        )),
+        action: "Resume".into(),
+        secondary: None,
+    };
+    publish(ctx, agent, vec![event]).await;
+    Ok(())
+}
+
+/// Reads the Agent's unfinished Tasks and its server's sessions.
+async fn activity(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    proxy: &ServerProxy,
+) -> Result<Activity, ReconcileError> {
+    let unfinished = unfinished_tasks(ctx, ns, name).await?.len();
     let proxy_err = |e: ProxyError| ReconcileError::Other(e.to_string());
     let busy_sessions = proxy
         .session_statuses()
@@ -843,6 +922,57 @@ pub fn error_policy(agent: Arc<Agent>, error: &ReconcileError, _ctx: Arc<Context
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_suspend_the_controller_alone_owns_counts_as_standby() {
+        let agent = |suspend: bool, owners: &[(&str, Option<&str>)]| {
+            let mut agent = Agent::new("a", crate::api::AgentSpec::default());
+            agent.spec.suspend = Some(suspend);
+            agent.metadata.managed_fields = Some(
+                owners
+                    .iter()
+                    .map(|(manager, subresource)| {
+                        let fields = match subresource {
+                            Some(_) => json!({"f:status": {"f:suspended": {}}}),
+                            None => json!({"f:spec": {"f:suspend": {}, "f:workspaceDir": {}}}),
+                        };
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                            manager: Some(manager.to_string()),
+                            operation: Some("Update".into()),
+                            subresource: subresource.map(str::to_string),
+                            fields_v1: Some(
+                                k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(fields),
+                            ),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+            );
+            agent
+        };
+        let ours = (FIELD_MANAGER, None);
+        let status = (FIELD_MANAGER, Some("status"));
+        assert!(suspended_by_standby(&agent(true, &[ours, status])));
+        assert!(
+            !suspended_by_standby(&agent(false, &[ours])),
+            "not suspended"
+        );
+        // A person's suspend: `agent suspend` (kubeoc), kubectl apply/patch, or shared with us.
+        assert!(!suspended_by_standby(&agent(
+            true,
+            &[("kubeoc", None), status]
+        )));
+        assert!(!suspended_by_standby(&agent(
+            true,
+            &[("kubectl-client-side-apply", None)]
+        )));
+        assert!(!suspended_by_standby(&agent(
+            true,
+            &[ours, ("kubectl", None)]
+        )));
+        // Status entries of ours alone do not own spec.suspend.
+        assert!(!suspended_by_standby(&agent(true, &[status])));
+    }
 
     #[test]
     fn conditions_keep_transition_times_until_status_flips() {

@@ -20,7 +20,7 @@ use super::metrics::{Metrics, Role};
 use super::server_pod::{BuildSettings, CHILD_SELECTOR};
 use super::{agent, metrics, server_pod};
 use crate::api::config::CONFIG_NAME;
-use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig};
+use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -241,6 +241,12 @@ async fn run_controllers(
             .map(|agent| ObjectRef::from_obj(&*agent))
             .collect::<Vec<_>>()
     };
+    let agent_of_task = |task: Task| {
+        let namespace = task.namespace().unwrap_or_default();
+        task.spec
+            .agent_ref
+            .map(|agent| ObjectRef::<Agent>::new(&agent.name).within(&namespace))
+    };
     controller
         .watches(
             Api::<KubeOpenCodeConfig>::all(client.clone()),
@@ -256,6 +262,13 @@ async fn run_controllers(
             api::<AgentTemplate>(&client, &ns),
             watcher::Config::default(),
             agents_of_template,
+        )
+        // A Task arriving, finishing or going concerns its Agent's idle clock, and a new one
+        // resumes an Agent that standby suspended.
+        .watches(
+            api::<Task>(&client, &ns),
+            watcher::Config::default(),
+            agent_of_task,
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_agent, agent::error_policy, ctx)
