@@ -14,8 +14,8 @@ use kubeoc::api::Agent;
 use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
 use support::{
-    Controller, Run, Streaming, apply, kubectl, kubeoc, kubeoc_with_input, local_repository,
-    prepare_namespace, server_password, server_pods, stub_model_config,
+    Controller, Run, Streaming, apply, create_secret, kubectl, kubeoc, kubeoc_with_input,
+    local_repository, prepare_namespace, server_password, server_pods, stub_model_config,
 };
 
 /// Apply to Ready measured 6 to 17 s; the deadline leaves room for a loaded machine.
@@ -58,32 +58,8 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
     let ns = prepare_namespace(&client, "agent-cli-life").await?;
     let n = ns.name.clone();
     stub_template(&n).await?;
-    kubectl(
-        &[
-            "-n",
-            &n,
-            "create",
-            "secret",
-            "generic",
-            "ai-keys",
-            &format!("--from-literal=api-key={CREDENTIAL_VALUE}"),
-        ],
-        None,
-    )
-    .await?;
-    kubectl(
-        &[
-            "-n",
-            &n,
-            "create",
-            "secret",
-            "generic",
-            "model-env",
-            &format!("--from-literal=MODEL_TOKEN={WHOLE_SECRET_VALUE}"),
-        ],
-        None,
-    )
-    .await?;
+    create_secret(&n, "ai-keys", &[("api-key", CREDENTIAL_VALUE)]).await?;
+    create_secret(&n, "model-env", &[("MODEL_TOKEN", WHOLE_SECRET_VALUE)]).await?;
     let repo = local_repository(&n)?;
     let controller = Controller::start(&n)?;
     let mut outputs: Vec<(String, Run)> = Vec::new();

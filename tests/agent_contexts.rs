@@ -21,8 +21,8 @@ use kubeoc::api::Agent;
 use kubeoc_testbed::{TestNamespace, admin_client, wait_until};
 use serde_json::{Value, json};
 use support::{
-    BRIDGE_HOST, Controller, Repository, Server, WORKSPACE, apply, free_bridge_port, kubectl,
-    prepare_namespace, ready_agent, server_pod, stub_model_config,
+    BRIDGE_HOST, Controller, Repository, Server, WORKSPACE, apply, create_secret, free_bridge_port,
+    kubectl, prepare_namespace, ready_agent, server_pod, stub_model_config,
 };
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -350,6 +350,20 @@ async fn tls_server(cert: &Path, key: &Path) -> anyhow::Result<(tokio::process::
     Ok((child, port))
 }
 
+/// An HTTP request's head (request line and headers), as far as it arrives.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// A forward proxy on the bridge address that records request lines: plain requests get a
 /// 200 answer naming the proxy, CONNECT gets 403.
 struct RecordingProxy {
@@ -360,7 +374,7 @@ struct RecordingProxy {
 
 impl RecordingProxy {
     async fn start() -> anyhow::Result<Self> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         let listener = tokio::net::TcpListener::bind((BRIDGE_HOST, 0)).await?;
         let port = listener.local_addr()?.port();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -369,15 +383,7 @@ impl RecordingProxy {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let record = record.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&head);
+                    let text = read_request_head(&mut stream).await;
                     let line = text.lines().next().unwrap_or_default().to_string();
                     if let Ok(mut seen) = record.lock() {
                         seen.push(line.clone());
@@ -711,7 +717,7 @@ impl DocsServer {
         authorization: &str,
         docs: &[(&'static str, &'static str)],
     ) -> anyhow::Result<Self> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         let listener = tokio::net::TcpListener::bind((BRIDGE_HOST, 0)).await?;
         let port = listener.local_addr()?.port();
         let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -721,15 +727,7 @@ impl DocsServer {
             docs.iter().map(|(k, v)| (format!("/{k}"), *v)).collect();
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
+                let text = read_request_head(&mut stream).await;
                 let path = text
                     .split_whitespace()
                     .nth(1)
@@ -789,31 +787,11 @@ async fn url_contexts_are_fetched_with_their_credentials_when_the_server_starts(
         &[("spec.txt", "url spec: version 7\n")],
     )
     .await?;
-    kubectl(
-        &[
-            "-n",
-            &n,
-            "create",
-            "secret",
-            "generic",
-            "docs-token",
-            &format!("--from-literal=token={token}"),
-        ],
-        None,
-    )
-    .await?;
-    kubectl(
-        &[
-            "-n",
-            &n,
-            "create",
-            "secret",
-            "generic",
-            "docs-login",
-            "--from-literal=username=reader",
-            "--from-literal=password=pass-5e1",
-        ],
-        None,
+    create_secret(&n, "docs-token", &[("token", &token)]).await?;
+    create_secret(
+        &n,
+        "docs-login",
+        &[("username", "reader"), ("password", "pass-5e1")],
     )
     .await?;
     apply(

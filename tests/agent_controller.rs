@@ -18,8 +18,8 @@ use kubeoc_testbed::{
 };
 use serde_json::{Value, json};
 use support::{
-    Controller, condition, kubectl, local_repository, prepare_namespace, ready_agent,
-    server_password,
+    Controller, condition, create_secret, kubectl, local_repository, prepare_namespace,
+    ready_agent, server_password,
 };
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -38,17 +38,10 @@ fn seed_agent(repository: &str) -> anyhow::Result<String> {
 /// Secret, and the seed's team-agent applied (with a local Git repository).
 async fn prepare(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
     let ns = prepare_namespace(client, prefix).await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "secret",
-            "generic",
-            "ai-credentials",
-            "--from-literal=api-key=sk-seed-credential-7d1c",
-        ],
-        None,
+    create_secret(
+        &ns.name,
+        "ai-credentials",
+        &[("api-key", "sk-seed-credential-7d1c")],
     )
     .await?;
     let repo = local_repository(&ns.name)?;

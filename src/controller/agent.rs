@@ -672,22 +672,6 @@ fn suspended_by_standby(agent: &Agent) -> bool {
 
 /// Lifts a standby suspension because `task` waits for the server.
 async fn resume_for_task(ctx: &Context, agent: &Agent, task: &str) -> Result<(), ReconcileError> {
-    let ns = agent.namespace().unwrap_or_default();
-    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"spec": {"suspend": false}});
-    api.patch(
-        &agent.name_any(),
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err(format!(
-        "resuming Agent {ns}/{} for Task {task}",
-        agent.name_any()
-    )))?;
     let event = Event {
         type_: EventType::Normal,
         reason: "StandbyResumed".into(),
@@ -697,8 +681,7 @@ async fn resume_for_task(ctx: &Context, agent: &Agent, task: &str) -> Result<(),
         action: "Resume".into(),
         secondary: None,
     };
-    publish(ctx, agent, vec![event]).await;
-    Ok(())
+    set_suspend(ctx, agent, false, event).await
 }
 
 /// Reads the Agent's unfinished Tasks and its server's sessions.
@@ -767,9 +750,29 @@ async fn suspend_for_standby(
     since: Timestamp,
     idle_timeout: &str,
 ) -> Result<(), ReconcileError> {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "StandbySuspended".into(),
+        note: Some(format!(
+            "no Tasks and no session activity since {since} (standby.idleTimeout {idle_timeout}): set spec.suspend to true; a new Task or `kubectl kubeoc agent resume` starts the server again"
+        )),
+        action: "Suspend".into(),
+        secondary: None,
+    };
+    set_suspend(ctx, agent, true, event).await
+}
+
+/// Sets spec.suspend with a merge patch under this controller's field manager (which is how
+/// [`suspended_by_standby`] recognises it later), then publishes `event`.
+async fn set_suspend(
+    ctx: &Context,
+    agent: &Agent,
+    suspend: bool,
+    event: Event,
+) -> Result<(), ReconcileError> {
     let ns = agent.namespace().unwrap_or_default();
     let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"spec": {"suspend": true}});
+    let patch = json!({"spec": {"suspend": suspend}});
     api.patch(
         &agent.name_any(),
         &PatchParams {
@@ -780,18 +783,9 @@ async fn suspend_for_standby(
     )
     .await
     .map_err(kube_err(format!(
-        "suspending idle Agent {ns}/{}",
+        "setting spec.suspend to {suspend} on Agent {ns}/{}",
         agent.name_any()
     )))?;
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "StandbySuspended".into(),
-        note: Some(format!(
-            "no Tasks and no session activity since {since} (standby.idleTimeout {idle_timeout}): set spec.suspend to true; a new Task or `kubectl kubeoc agent resume` starts the server again"
-        )),
-        action: "Suspend".into(),
-        secondary: None,
-    };
     publish(ctx, agent, vec![event]).await;
     Ok(())
 }

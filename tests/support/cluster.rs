@@ -69,6 +69,22 @@ pub async fn apply(namespace: &str, manifest: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kubectl create secret generic NAME --from-literal=KEY=VALUE...` in `namespace`.
+pub async fn create_secret(
+    namespace: &str,
+    name: &str,
+    literals: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let literals: Vec<String> = literals
+        .iter()
+        .map(|(key, value)| format!("--from-literal={key}={value}"))
+        .collect();
+    let mut args = vec!["-n", namespace, "create", "secret", "generic", name];
+    args.extend(literals.iter().map(String::as_str));
+    kubectl(&args, None).await?;
+    Ok(())
+}
+
 /// A free TCP port on the testbed bridge address.
 pub fn free_bridge_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind((BRIDGE_HOST, 0))?;

@@ -22,8 +22,8 @@ pub use agent::{
     condition, ready_agent, server_env, server_password, server_pod, server_pods, stub_model_config,
 };
 pub use cluster::{
-    BRIDGE_HOST, MODEL_ADDR, apply, free_bridge_port, install_kubeoc, installed_namespace,
-    kubeconfig, prepare_namespace,
+    BRIDGE_HOST, MODEL_ADDR, apply, create_secret, free_bridge_port, install_kubeoc,
+    installed_namespace, kubeconfig, prepare_namespace,
 };
 pub use git::{Repository, local_repository};
 pub use opencode::{Server, TURN, WORKSPACE};
