@@ -21,8 +21,8 @@ use kubeoc::api::Agent;
 use kubeoc_testbed::{TestNamespace, admin_client, wait_until};
 use serde_json::{Value, json};
 use support::{
-    BRIDGE_HOST, Controller, Repository, Server, WORKSPACE, apply, create_secret, free_bridge_port,
-    kubectl, prepare_namespace, ready_agent, server_pod, stub_model_config,
+    BRIDGE_HOST, Controller, GitDaemon, Repository, Server, WORKSPACE, apply, create_secret,
+    free_bridge_port, kubectl, prepare_namespace, ready_agent, server_pod, stub_model_config,
 };
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -862,6 +862,95 @@ async fn url_contexts_are_fetched_with_their_credentials_when_the_server_starts(
         );
     }
     assert_not_leaked(&n, &controller, &[&token, "pass-5e1"]).await?;
+    drop(controller);
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn git_sync_policy_rollout_rolls_the_server_when_the_remote_moves() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let (ns, controller) = prepare(&client, "agent-rollout").await?;
+    let n = ns.name.clone();
+    let repo = Repository::create(&format!("{n}-rollout"))?;
+    repo.commit(&[("NOTES.md", "rollout v1\n")], "v1")?;
+    let daemon = GitDaemon::start().await?;
+    apply(
+        &n,
+        &json!({
+            "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "rollout"},
+            "spec": {
+                "workspaceDir": WORKSPACE,
+                "serviceAccountName": "kubeopencode-agent",
+                "config": stub_model_config(),
+                "contexts": [
+                    {"name": "notes", "type": "Git", "mountPath": "repos/notes",
+                     "git": {"repository": daemon.url(&repo),
+                             "sync": {"enabled": true, "interval": SMALLEST_SYNC_INTERVAL,
+                                      "policy": "Rollout"}}},
+                ],
+            },
+        }),
+    )
+    .await?;
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    ready_agent(&agents, "rollout", WAIT)
+        .await
+        .with_context(|| format!("controller log:\n{}", controller.log()))?;
+    let synced = |agent: &Agent| -> Option<String> {
+        agent
+            .status
+            .as_ref()?
+            .git_sync_statuses
+            .as_ref()?
+            .iter()
+            .find(|s| s.name == "notes")?
+            .commit_hash
+            .clone()
+    };
+    let agent = agents.get("rollout").await?;
+    assert_eq!(synced(&agent), Some(repo.head()?), "status.gitSyncStatuses");
+    assert!(
+        support::condition(&agent, "Unsupported").is_none(),
+        "Rollout is supported: {:?}",
+        agent.status
+    );
+    let first = server_pod(&client, &n, "rollout").await?;
+    let containers: Vec<String> = first
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+        .collect();
+    assert_eq!(
+        containers,
+        ["opencode-server"],
+        "Rollout runs no sync sidecar"
+    );
+    let server = Server::connect(&client, &n, "rollout").await?;
+    assert_eq!(server.file("repos/notes/NOTES.md").await?, "rollout v1");
+
+    // A new commit on the remote: the controller sees it and rolls the server, whose new pod
+    // clones it.
+    repo.commit(&[("NOTES.md", "rollout v2\n")], "v2")?;
+    let second = repo.head()?;
+    let pushed = Instant::now();
+    wait_until("the new commit in status.gitSyncStatuses", WAIT, || async {
+        Ok(
+            (synced(&agents.get("rollout").await?).as_deref() == Some(second.as_str()))
+                .then_some(()),
+        )
+    })
+    .await?;
+    wait_until("a new server pod, Ready", WAIT, || async {
+        let pod = server_pod(&client, &n, "rollout").await?;
+        let agent = agents.get("rollout").await?;
+        let ready = agent.status.as_ref().and_then(|s| s.ready) == Some(true);
+        Ok((pod.uid() != first.uid() && ready).then_some(()))
+    })
+    .await?;
+    println!("push -> new server Ready in {:?}", pushed.elapsed());
+    let server = Server::connect(&client, &n, "rollout").await?;
+    assert_eq!(server.file("repos/notes/NOTES.md").await?, "rollout v2");
     drop(controller);
     ns.delete().await
 }

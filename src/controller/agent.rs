@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Context;
-use super::server_pod;
+use super::{git_remote, server_pod};
+use crate::api::agent::GitSyncStatus;
 use crate::api::config::CONFIG_NAME;
 use crate::api::task::Task;
 use crate::api::{
@@ -420,6 +421,14 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     }
 
     let password = ensure_password(&ctx, &agent, &ns).await?;
+    let (git_sync_statuses, git_requeue) =
+        rollout_commits(&ctx, &agent, &spec, &existing, &settings).await?;
+    let mut settings = settings;
+    settings.git_commits = git_sync_statuses
+        .iter()
+        .flatten()
+        .filter_map(|s| Some((s.name.clone(), s.commit_hash.clone()?)))
+        .collect();
     let objects = server_pod::build(&agent, &spec, &settings);
     if let Some(cm) = &objects.context_config_map {
         apply::<ConfigMap>(&ctx, &ns, cm).await?;
@@ -598,14 +607,162 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         )),
         conditions: Some(conditions(&existing_conditions, &verdicts, generation)),
         idle_since: idle_since.map(Time),
+        git_sync_statuses,
         ..existing.clone()
     };
     write_status(&ctx, &agent, status).await?;
     let periodic = Duration::from_secs(60);
     Ok(if ready || suspended {
-        Action::requeue(standby_requeue.map_or(periodic, |d| d.min(periodic)))
+        let next = [standby_requeue, git_requeue].into_iter().flatten().min();
+        Action::requeue(next.map_or(periodic, |d| d.min(periodic)))
     } else {
         Action::requeue(Duration::from_secs(3))
+    })
+}
+
+/// Git contexts with sync policy Rollout: asks each remote (at most once per sync interval)
+/// which commit its ref points to. Returns status.gitSyncStatuses, whose commits go into the
+/// pod template (a new commit rolls the server), and when to ask again. A remote that cannot
+/// be asked keeps the last commit and says so in the log; it never blocks the reconcile.
+/// `lastSynced` moves only with the commit, so an unchanged remote costs no status write.
+async fn rollout_commits(
+    ctx: &Context,
+    agent: &Agent,
+    spec: &crate::api::AgentSpec,
+    existing: &AgentStatus,
+    settings: &server_pod::BuildSettings,
+) -> Result<(Option<Vec<GitSyncStatus>>, Option<Duration>), ReconcileError> {
+    let contexts = server_pod::rollout_contexts(spec);
+    if contexts.is_empty() {
+        return Ok((None, None));
+    }
+    let ns = agent.namespace().unwrap_or_default();
+    let name = agent.name_any();
+    let mut statuses = Vec::new();
+    let mut next: Option<Duration> = None;
+    for context in contexts {
+        let previous = existing
+            .git_sync_statuses
+            .iter()
+            .flatten()
+            .find(|s| s.name == context.name)
+            .cloned();
+        let mut status = previous.unwrap_or_else(|| GitSyncStatus {
+            name: context.name.clone(),
+            ..GitSyncStatus::default()
+        });
+        let key = format!("{ns}/{name}/{}", context.name);
+        let last_check = ctx
+            .git_checks
+            .lock()
+            .ok()
+            .and_then(|checks| checks.get(&key).copied());
+        let due = last_check.is_none_or(|at| at.elapsed() >= context.interval);
+        if due {
+            let query = git_query(ctx, &ns, spec, &context, settings).await?;
+            match git_remote::remote_commit(&query).await {
+                Ok(commit) if status.commit_hash.as_deref() != Some(commit.as_str()) => {
+                    tracing::info!(agent = %format!("{ns}/{name}"), context = %context.name, %commit, "git remote moved: rolling the server");
+                    status.commit_hash = Some(commit);
+                    status.last_synced = Some(Time(whole_second(Timestamp::now())));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    agent = %format!("{ns}/{name}"),
+                    context = %context.name,
+                    "sync policy Rollout: asking {} for {:?}: {e}",
+                    context.git.repository,
+                    query.git_ref
+                ),
+            }
+            if let Ok(mut checks) = ctx.git_checks.lock() {
+                checks.insert(key, std::time::Instant::now());
+            }
+        }
+        let wait = match last_check {
+            Some(at) if !due => context.interval.saturating_sub(at.elapsed()),
+            _ => context.interval,
+        };
+        next = Some(next.map_or(wait, |n| n.min(wait)));
+        statuses.push(status);
+    }
+    Ok((Some(statuses), next))
+}
+
+/// What `git ls-remote` needs for a context: its ref, the Secret's credentials, the Agent's
+/// CA bundle and proxy.
+async fn git_query(
+    ctx: &Context,
+    ns: &str,
+    spec: &crate::api::AgentSpec,
+    context: &server_pod::RolloutContext,
+    settings: &server_pod::BuildSettings,
+) -> Result<git_remote::RemoteQuery, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_value = |secret: &Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    let mut credentials = git_remote::GitCredentials::default();
+    if let Some(reference) = &context.git.secret_ref {
+        let secret = secrets
+            .get_opt(&reference.name)
+            .await
+            .map_err(kube_err(format!("reading Secret {ns}/{}", reference.name)))?;
+        if let Some(secret) = secret {
+            credentials = git_remote::GitCredentials {
+                username: secret_value(&secret, "username"),
+                password: secret_value(&secret, "password"),
+                ssh_key: secret_value(&secret, "ssh-privatekey"),
+                known_hosts: secret_value(&secret, "ssh-known-hosts"),
+            };
+        }
+    }
+    let mut ca_pem = None;
+    if let Some(ca) = &spec.ca_bundle {
+        let key = |key: &Option<String>, default: &str| {
+            key.clone()
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        if let Some(reference) = &ca.config_map_ref {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+            let map = maps
+                .get_opt(&reference.name)
+                .await
+                .map_err(kube_err(format!(
+                    "reading ConfigMap {ns}/{}",
+                    reference.name
+                )))?;
+            let wanted = key(&reference.key, "ca-bundle.crt");
+            ca_pem = map.and_then(|m| m.data?.get(&wanted).cloned());
+        } else if let Some(reference) = &ca.secret_ref {
+            let secret = secrets
+                .get_opt(&reference.name)
+                .await
+                .map_err(kube_err(format!("reading Secret {ns}/{}", reference.name)))?;
+            let wanted = key(&reference.key, "ca.crt");
+            ca_pem = secret.and_then(|s| secret_value(&s, &wanted));
+        }
+    }
+    Ok(git_remote::RemoteQuery {
+        repository: context.git.repository.clone(),
+        git_ref: context
+            .git
+            .ref_
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "HEAD".to_string()),
+        credentials,
+        ca_pem,
+        proxy_env: spec
+            .proxy
+            .as_ref()
+            .map(|p| server_pod::proxy_variables(p, &settings.cluster_domain))
+            .unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The controller: reconcilers and the pure builders they call.
 
 pub mod agent;
+pub mod git_remote;
 pub mod leader;
 pub mod metrics;
 pub mod run;

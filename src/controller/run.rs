@@ -30,6 +30,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile counts and durations, served on `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// When each Rollout Git context (`<ns>/<agent>/<context>`) last asked its remote.
+    pub git_checks: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Options of `controller run`.
@@ -177,6 +179,7 @@ async fn run_controllers(
             },
         ),
         metrics: metrics.clone(),
+        git_checks: Default::default(),
     });
     let ns = options.namespace.clone();
     let shutdown = {

@@ -54,7 +54,9 @@ use crate::api::agent::{
 };
 use crate::api::common::ProxyConfig;
 use crate::api::config::PullPolicy;
-use crate::api::context::{ConfigMapContext, ContextItem, ContextType, GitSyncPolicy, UrlContext};
+use crate::api::context::{
+    ConfigMapContext, ContextItem, ContextType, GitContext, GitSync, GitSyncPolicy, UrlContext,
+};
 use crate::api::{API_VERSION, Agent, AgentSpec, AgentTemplateSpec, KubeOpenCodeConfigSpec};
 
 /// Label on every child object (and the Deployment's selector): the Agent's name.
@@ -62,6 +64,9 @@ pub const AGENT_LABEL: &str = "kubeopencode.io/agent";
 /// Pod template annotation holding a hash of the context ConfigMap, so content changes roll
 /// the Deployment (the files are copied at Pod start).
 pub const CONTEXT_HASH_ANNOTATION: &str = "kubeopencode.io/context-hash";
+/// Pod template annotation with the remote commits of Git contexts with sync policy Rollout
+/// (`name=commit,...`): a new commit rolls the Deployment, whose pod clones it.
+pub const GIT_COMMITS_ANNOTATION: &str = "kubeopencode.io/git-commits";
 /// Name of the OpenCode server container.
 pub const SERVER_CONTAINER: &str = "opencode-server";
 /// Name of the init container that copies the OpenCode binary into /tools.
@@ -157,6 +162,9 @@ pub struct BuildSettings {
     pub default_executor_image: String,
     /// Non-root uid of every container (also the gid and fsGroup) unless podSpec overrides it.
     pub run_as_user: i64,
+    /// Remote commits of the Git contexts with sync policy Rollout, by context name, as the
+    /// controller last saw them ([`GIT_COMMITS_ANNOTATION`]).
+    pub git_commits: BTreeMap<String, String>,
 }
 
 impl Default for BuildSettings {
@@ -169,6 +177,7 @@ impl Default for BuildSettings {
             default_agent_image: DEFAULT_AGENT_IMAGE.to_string(),
             default_executor_image: DEFAULT_EXECUTOR_IMAGE.to_string(),
             run_as_user: DEFAULT_RUN_AS_USER,
+            git_commits: BTreeMap::new(),
         }
     }
 }
@@ -696,19 +705,51 @@ pub fn unsupported(spec: &AgentSpec) -> Vec<String> {
                 .to_string(),
         );
     }
-    for (i, item) in spec.contexts.iter().flatten().enumerate() {
-        let name = item.name.as_deref().unwrap_or("unnamed");
-        if item.type_ == ContextType::Git
-            && let Some(sync) = item.git.as_ref().and_then(|g| g.sync.as_ref())
-            && sync.enabled == Some(true)
-            && sync.policy == Some(GitSyncPolicy::Rollout)
-        {
-            notes.push(format!(
-                "spec.contexts[{i}] ({name}): git sync policy Rollout is not implemented yet; the repository is cloned when the Pod starts (use HotReload to pull in place)"
-            ));
-        }
-    }
     notes
+}
+
+/// A Git context whose sync policy is Rollout: the controller watches its remote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutContext {
+    /// The context's name (`git-<i>` when unnamed), as in status.gitSyncStatuses.
+    pub name: String,
+    pub git: GitContext,
+    /// How often to ask the remote.
+    pub interval: Duration,
+}
+
+/// The Git contexts with sync enabled and policy Rollout.
+pub fn rollout_contexts(spec: &AgentSpec) -> Vec<RolloutContext> {
+    spec.contexts
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, item)| item.type_ == ContextType::Git)
+        .filter_map(|(i, item)| {
+            let git = item.git.as_ref()?;
+            let sync = git.sync.as_ref()?;
+            (sync.enabled == Some(true) && sync.policy == Some(GitSyncPolicy::Rollout)).then(|| {
+                RolloutContext {
+                    name: item
+                        .name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| format!("git-{i}")),
+                    git: git.clone(),
+                    interval: sync_interval(sync),
+                }
+            })
+        })
+        .collect()
+}
+
+/// A sync's interval: the spec's, at least one second, 5 minutes when unset.
+fn sync_interval(sync: &GitSync) -> Duration {
+    sync.interval
+        .as_deref()
+        .and_then(|i| crate::duration::parse(i).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_SYNC_INTERVAL)
 }
 
 fn is_quantity(s: &str) -> bool {
@@ -1209,12 +1250,22 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
         Some(extra) => with_user_labels(name, extra),
         None => server_labels(name),
     };
-    let annotations = (!contexts.data.is_empty()).then(|| {
-        BTreeMap::from([(
+    let mut annotations = BTreeMap::new();
+    if !contexts.data.is_empty() {
+        annotations.insert(
             CONTEXT_HASH_ANNOTATION.to_string(),
             hash_data(&contexts.data),
-        )])
-    });
+        );
+    }
+    if !settings.git_commits.is_empty() {
+        let commits: Vec<String> = settings
+            .git_commits
+            .iter()
+            .map(|(name, commit)| format!("{name}={commit}"))
+            .collect();
+        annotations.insert(GIT_COMMITS_ANNOTATION.to_string(), commits.join(","));
+    }
+    let annotations = (!annotations.is_empty()).then_some(annotations);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
@@ -1641,14 +1692,23 @@ fn ca_bundle(ca: &CaBundleConfig) -> Option<(Volume, VolumeMount, Vec<EnvVar>)> 
 /// HTTP(S)_PROXY and NO_PROXY in both spellings; NO_PROXY always covers `.svc` and the cluster
 /// domain (as upstream).
 fn proxy_env(proxy: &ProxyConfig, cluster_domain: &str) -> Vec<EnvVar> {
-    let mut env = Vec::new();
+    proxy_variables(proxy, cluster_domain)
+        .iter()
+        .map(|(name, value)| env_value(name, value))
+        .collect()
+}
+
+/// The proxy variables of [`proxy_env`] as (name, value) pairs, for processes the controller
+/// runs itself (`git ls-remote`).
+pub fn proxy_variables(proxy: &ProxyConfig, cluster_domain: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
     for (upper, lower, value) in [
         ("HTTP_PROXY", "http_proxy", &proxy.http_proxy),
         ("HTTPS_PROXY", "https_proxy", &proxy.https_proxy),
     ] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            env.push(env_value(upper, value));
-            env.push(env_value(lower, value));
+            env.push((upper.to_string(), value.to_string()));
+            env.push((lower.to_string(), value.to_string()));
         }
     }
     let domain = format!(".{cluster_domain}");
@@ -1661,8 +1721,8 @@ fn proxy_env(proxy: &ProxyConfig, cluster_domain: &str) -> Vec<EnvVar> {
             no_proxy.push_str(suffix);
         }
     }
-    env.push(env_value("NO_PROXY", &no_proxy));
-    env.push(env_value("no_proxy", &no_proxy));
+    env.push(("NO_PROXY".to_string(), no_proxy.clone()));
+    env.push(("no_proxy".to_string(), no_proxy));
     env
 }
 
@@ -1915,13 +1975,7 @@ fn plan_contexts(
                     mount_path,
                     names: Vec::new(),
                     secret: git.secret_ref.as_ref().map(|s| s.name.clone()),
-                    sync: sync.map(|s| {
-                        s.interval
-                            .as_deref()
-                            .and_then(|i| crate::duration::parse(i).ok())
-                            .filter(|d| !d.is_zero())
-                            .unwrap_or(DEFAULT_SYNC_INTERVAL)
-                    }),
+                    sync: sync.map(sync_interval),
                 });
             }
             ContextType::Url => {
@@ -2398,10 +2452,6 @@ fn git_prelude(repo: &GitRepo, has_ca: bool) -> Vec<String> {
     lines
 }
 
-fn is_commit(git_ref: &str) -> bool {
-    (git_ref.len() == 40 || git_ref.len() == 64) && git_ref.chars().all(|c| c.is_ascii_hexdigit())
-}
-
 /// `git clone --depth <d> --branch <ref> <repository> <dest>`; ref HEAD means the default
 /// branch (no --branch), a commit id is fetched and checked out after the clone.
 fn clone_command(repo: &GitRepo, dest: &str) -> String {
@@ -2413,7 +2463,7 @@ fn clone_command(repo: &GitRepo, dest: &str) -> String {
     if repo.recurse_submodules {
         words.push("--recurse-submodules".to_string());
     }
-    let commit = is_commit(&repo.git_ref);
+    let commit = crate::controller::git_remote::is_commit(&repo.git_ref);
     if commit {
         words.push("--no-checkout".to_string());
     } else if repo.git_ref != "HEAD" {
@@ -3705,13 +3755,42 @@ spec:
 "#,
         );
         let notes = unsupported(&agent.spec);
-        // URL contexts are fetched now: no note for contexts[0].
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        // URL contexts are fetched and Rollout is watched by the controller now: no notes.
+        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].starts_with("spec.command"));
-        assert!(notes[1].starts_with("spec.contexts[1] (repo): git sync policy Rollout"));
-        // Rollout gets no sidecar; the clone still happens.
+        // Rollout gets no sidecar; the clone still happens, and the commits the controller
+        // saw are in the pod template, so a new one rolls the Deployment.
+        let rollout = rollout_contexts(&agent.spec);
+        assert_eq!(
+            rollout,
+            [RolloutContext {
+                name: "repo".into(),
+                git: agent.spec.contexts.as_ref().expect("contexts")[1]
+                    .git
+                    .clone()
+                    .expect("git"),
+                interval: DEFAULT_SYNC_INTERVAL,
+            }]
+        );
         let objects = build_agent(&agent);
         assert_eq!(names(Some(&pod(&objects).containers)), ["opencode-server"]);
+        let annotations = |settings: &BuildSettings| {
+            build(&with_identity(agent.clone()), &agent.spec, settings)
+                .deployment
+                .spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .unwrap_or_default()
+        };
+        assert!(!annotations(&BuildSettings::default()).contains_key(GIT_COMMITS_ANNOTATION));
+        let settings = BuildSettings {
+            git_commits: BTreeMap::from([("repo".to_string(), "abc123".to_string())]),
+            ..BuildSettings::default()
+        };
+        assert_eq!(
+            annotations(&settings)[GIT_COMMITS_ANNOTATION],
+            "repo=abc123"
+        );
         assert!(unsupported(&seed_agent().spec).is_empty());
     }
 

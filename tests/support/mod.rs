@@ -25,7 +25,7 @@ pub use cluster::{
     BRIDGE_HOST, MODEL_ADDR, apply, create_secret, free_bridge_port, install_kubeoc,
     installed_namespace, kubeconfig, prepare_namespace,
 };
-pub use git::{Repository, local_repository};
+pub use git::{GitDaemon, Repository, local_repository};
 pub use opencode::{Server, TURN, WORKSPACE};
 pub use process::{
     Controller, Run, Streaming, kubectl, kubectl_run, kubeoc, kubeoc_with_input, run, run_within,
