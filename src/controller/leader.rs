@@ -1,5 +1,6 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so two `controller run` processes never
-//! reconcile at once. Renews every 2 s; a Lease not renewed for 15 s is taken over.
+//! reconcile at once. Renews every 2 s; a Lease not renewed for 15 s is taken over, by a
+//! follower that times its next attempt to the expiry.
 
 use std::time::Duration;
 
@@ -19,6 +20,11 @@ const RETRY: Duration = Duration::from_secs(2);
 
 /// Whether a Lease is currently held by someone (renewed within its duration).
 pub fn held_by_other(lease: &Lease, me: &str, now: Timestamp) -> Option<String> {
+    other_holder_until(lease, me).and_then(|(holder, expires)| (expires > now).then_some(holder))
+}
+
+/// Another holder of the Lease and when its hold expires, expired or not.
+fn other_holder_until(lease: &Lease, me: &str) -> Option<(String, Timestamp)> {
     let spec = lease.spec.as_ref()?;
     let holder = spec
         .holder_identity
@@ -28,7 +34,18 @@ pub fn held_by_other(lease: &Lease, me: &str, now: Timestamp) -> Option<String> 
     let duration = SignedDuration::from_secs(i64::from(
         spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS),
     ));
-    (renewed + duration > now).then_some(holder)
+    Some((holder, renewed + duration))
+}
+
+/// How long a follower waits before its next attempt: the retry period, or less when the
+/// holder's Lease expires sooner (a dead leader is replaced as soon as its Lease runs out,
+/// not up to a retry period later).
+fn next_attempt_in(expires: Option<Timestamp>, now: Timestamp) -> Duration {
+    let until_expiry = expires
+        .map(|at| at.duration_since(now))
+        .and_then(|d| Duration::try_from(d).ok())
+        .map(|d| d + Duration::from_millis(50));
+    until_expiry.map_or(RETRY, |d| d.min(RETRY))
 }
 
 /// Holds (or waits for) the Lease; publishes whether we lead.
@@ -55,8 +72,9 @@ impl LeaderElector {
         Ok(lease.and_then(|l| held_by_other(&l, &self.identity, Timestamp::now())))
     }
 
-    /// One acquire-or-renew attempt; true when we hold the Lease afterwards.
-    async fn try_acquire(&self) -> kube::Result<bool> {
+    /// One acquire-or-renew attempt: whether we hold the Lease afterwards, and when another
+    /// holder's Lease expires.
+    async fn try_acquire(&self) -> kube::Result<(bool, Option<Timestamp>)> {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
             let lease = Lease {
@@ -74,13 +92,15 @@ impl LeaderElector {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Ok(_) => Ok((true, None)),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok((false, None)),
                 Err(e) => Err(e),
             };
         };
-        if held_by_other(&lease, &self.identity, now).is_some() {
-            return Ok(false);
+        if let Some((_, expires)) = other_holder_until(&lease, &self.identity)
+            && expires > now
+        {
+            return Ok((false, Some(expires)));
         }
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
@@ -96,8 +116,8 @@ impl LeaderElector {
             .replace(LEASE_NAME, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(_) => Ok((true, None)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok((false, None)),
             Err(e) => Err(e),
         }
     }
@@ -105,11 +125,11 @@ impl LeaderElector {
     /// Keeps trying to lead until `stop` fires; `leading` follows the outcome.
     pub async fn run(&self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         loop {
-            let now_leading = match self.try_acquire().await {
-                Ok(held) => held,
+            let (now_leading, expires) = match self.try_acquire().await {
+                Ok(outcome) => outcome,
                 Err(err) => {
                     tracing::warn!("leader election: {err}");
-                    false
+                    (false, None)
                 }
             };
             if *leading.borrow() != now_leading {
@@ -117,7 +137,7 @@ impl LeaderElector {
                 let _ = leading.send(now_leading);
             }
             tokio::select! {
-                _ = tokio::time::sleep(RETRY) => {}
+                _ = tokio::time::sleep(next_attempt_in(expires, Timestamp::now())) => {}
                 _ = stop.changed() => return,
             }
         }
@@ -173,5 +193,17 @@ mod tests {
         let stale = now - SignedDuration::from_secs(16);
         assert_eq!(held_by_other(&lease("other", stale), "me", now), None);
         assert_eq!(held_by_other(&lease("", now), "me", now), None);
+    }
+
+    #[test]
+    fn a_follower_tries_again_when_the_lease_runs_out() {
+        let now = Timestamp::now();
+        assert_eq!(next_attempt_in(None, now), RETRY);
+        let soon = now + SignedDuration::from_millis(700);
+        assert_eq!(next_attempt_in(Some(soon), now), Duration::from_millis(750));
+        let later = now + SignedDuration::from_secs(10);
+        assert_eq!(next_attempt_in(Some(later), now), RETRY);
+        let past = now - SignedDuration::from_secs(1);
+        assert_eq!(next_attempt_in(Some(past), now), RETRY);
     }
 }
