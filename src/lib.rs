@@ -7,5 +7,6 @@ pub mod controller;
 pub mod duration;
 pub mod error;
 pub mod opencode;
+pub mod redact;
 
 pub use error::{Error, Result};

@@ -608,7 +608,9 @@ pub struct AgentStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub task_start_history: Option<Vec<TaskStartRecord>>,
-    /// Last synced commit of each Git context with sync enabled.
+    /// Remote commit of each Git context with sync policy Rollout, as the controller last saw
+    /// it; the server runs a checkout of it (a new commit rolls the Deployment). HotReload
+    /// contexts are not listed (their sidecar pulls on its own).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub git_sync_statuses: Option<Vec<GitSyncStatus>>,
@@ -659,7 +661,8 @@ pub struct GitSyncStatus {
     /// Remote commit last applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_hash: Option<String>,
-    /// Time of the last successful check.
+    /// When commitHash last changed. (Upstream moves it on every check; kubeoc only when the
+    /// commit moves, so an unchanged remote costs no status write.)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_synced: Option<Time>,
 }

@@ -671,7 +671,7 @@ async fn rollout_commits(
                     agent = %format!("{ns}/{name}"),
                     context = %context.name,
                     "sync policy Rollout: asking {} for {:?}: {e}",
-                    context.git.repository,
+                    crate::redact::redact_url(&context.git.repository),
                     query.git_ref
                 ),
             }

@@ -174,10 +174,12 @@ pub async fn remote_commit(query: &RemoteQuery) -> Result<String, String> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Err(format!(
-            "git ls-remote failed: {}",
-            last.unwrap_or("no message").trim()
-        ));
+        // git may quote the URL, and a URL may carry a token.
+        let message = last.unwrap_or("no message").trim().replace(
+            &query.repository,
+            &crate::redact::redact_url(&query.repository),
+        );
+        return Err(format!("git ls-remote failed: {message}"));
     }
     pick_commit(&String::from_utf8_lossy(&output.stdout), &query.git_ref)
         .ok_or_else(|| format!("the remote has no ref {:?}", query.git_ref))

@@ -15,6 +15,7 @@ use crate::api::context::ContextType;
 use crate::cli::output::human_age;
 use crate::cluster::ClusterArgs;
 use crate::controller::server_pod;
+use crate::redact;
 
 /// `agent describe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -146,27 +147,6 @@ fn event_time(event: &Event) -> Option<Timestamp> {
         .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
         .or_else(|| event.event_time.as_ref().map(|t| t.0))
         .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))
-}
-
-/// Masks a password in a URL's user info (`https://user:token@host` shows `user:***`), so a
-/// repository URL with an inline token does not leak through describe.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://***@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// Aligned columns, as kubectl's describe tabwriter prints them (two spaces between columns,
@@ -329,7 +309,7 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
             ContextType::Git => (
                 "Git",
                 c.git.as_ref().map_or("<none>".to_owned(), |g| {
-                    let mut s = redact_url(&g.repository);
+                    let mut s = redact::redact_url(&g.repository);
                     if let Some(r) = g.ref_.as_deref().filter(|r| !r.is_empty()) {
                         let _ = write!(s, "@{r}");
                     }
@@ -356,7 +336,7 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
                 "URL",
                 c.url
                     .as_ref()
-                    .map_or("<none>".to_owned(), |u| redact_url(&u.source)),
+                    .map_or("<none>".to_owned(), |u| redact::redact_url(&u.source)),
             ),
             ContextType::Runtime => ("Runtime", "the KubeOpenCode environment".to_owned()),
         };
@@ -414,6 +394,12 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         ],
         vec!["URL:".into(), or_none(status.url.as_deref())],
     ];
+    if let Some(since) = &status.idle_since {
+        rows.push(vec![
+            "Idle Since:".into(),
+            format!("{} ({} ago)", since.0, human_age(since.0, now)),
+        ]);
+    }
     let generation = agent.metadata.generation;
     rows.push(vec![
         "Observed Generation:".into(),
@@ -445,6 +431,27 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
         rows,
     );
+    // Git contexts with sync policy Rollout: the remote commit the server was rolled to.
+    if let Some(synced) = status.git_sync_statuses.as_ref().filter(|s| !s.is_empty()) {
+        let rows = synced
+            .iter()
+            .map(|s| {
+                vec![
+                    one_line(&s.name),
+                    or_none(s.commit_hash.as_deref().map(|c| c.get(..12).unwrap_or(c))),
+                    s.last_synced
+                        .as_ref()
+                        .map_or("<never>".into(), |t| human_age(t.0, now)),
+                ]
+            })
+            .collect();
+        section(
+            &mut out,
+            "Git Sync",
+            &["CONTEXT", "COMMIT", "CHANGED"],
+            rows,
+        );
+    }
 
     out.push_str("Children:\n");
     let mut rows = vec![vec!["KIND".into(), "NAME".into(), "STATE".into()]];
@@ -712,26 +719,7 @@ mod tests {
 
     use super::*;
     use crate::cli::agent::tests::{from, ready_agent};
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(
-            redact_url("https://bot:ghp_secret@github.com/org/repo.git"),
-            "https://bot:***@github.com/org/repo.git"
-        );
-        assert_eq!(
-            redact_url("https://ghp_secret@github.com/org/repo.git"),
-            "https://***@github.com/org/repo.git"
-        );
-        assert_eq!(
-            redact_url("https://github.com/org/repo.git"),
-            "https://github.com/org/repo.git"
-        );
-        assert_eq!(
-            redact_url("git@github.com:org/repo.git"),
-            "git@github.com:org/repo.git"
-        );
-    }
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn now() -> Timestamp {
         "2026-03-01T12:00:00Z".parse().unwrap()
@@ -797,6 +785,35 @@ mod tests {
         let text = render_describe(&ready_children(ready_agent()), now());
         assert!(!text.contains("tok3n"), "a token in a URL leaked:\n{text}");
         insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn describe_shows_the_idle_clock_and_rollout_commits() {
+        let mut agent = ready_agent();
+        let status = agent.status.get_or_insert_with(Default::default);
+        status.idle_since = Some(Time("2026-03-01T11:58:00Z".parse().unwrap()));
+        status.git_sync_statuses = Some(vec![crate::api::agent::GitSyncStatus {
+            name: "notes".into(),
+            commit_hash: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            last_synced: Some(Time("2026-03-01T11:00:00Z".parse().unwrap())),
+        }]);
+        let text = render_describe(&ready_children(agent), now());
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("Idle Since:")
+                    && l.ends_with("2026-03-01T11:58:00Z (2m ago)")),
+            "{text}"
+        );
+        let git = text
+            .split("Git Sync:\n")
+            .nth(1)
+            .expect("a Git Sync section");
+        let row = git.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["notes", "0123456789ab", "60m"],
+            "{text}"
+        );
     }
 
     #[test]
