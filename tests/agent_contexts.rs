@@ -951,6 +951,20 @@ async fn git_sync_policy_rollout_rolls_the_server_when_the_remote_moves() -> any
     println!("push -> new server Ready in {:?}", pushed.elapsed());
     let server = Server::connect(&client, &n, "rollout").await?;
     assert_eq!(server.file("repos/notes/NOTES.md").await?, "rollout v2");
+    let described = support::kubeoc(&["-n", &n, "agent", "describe", "rollout"]).await?;
+    ensure!(described.success(), "agent describe: {described}");
+    let git_sync = described
+        .stdout
+        .split("Git Sync:\n")
+        .nth(1)
+        .with_context(|| format!("no Git Sync section:\n{}", described.stdout))?;
+    assert!(
+        git_sync
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.split_whitespace().take(2).eq(["notes", &second[..12]])),
+        "describe's Git Sync row: {git_sync}"
+    );
     drop(controller);
     ns.delete().await
 }
