@@ -106,21 +106,26 @@ fn new_password() -> Result<String, ReconcileError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// A Secret's value under `key`, as text.
+fn secret_string(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+}
+
 /// Reads the server password, creating `<agent>-server-auth` once. Never logged.
 async fn ensure_password(ctx: &Context, agent: &Agent, ns: &str) -> Result<String, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = format!("{}-server-auth", agent.name_any());
+    let name = server_pod::auth_secret_name(&agent.name_any());
     for _ in 0..2 {
         let existing = secrets
             .get_opt(&name)
             .await
             .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
         let stored = existing
-            .and_then(|s| s.data)
-            .and_then(|d| {
-                d.get(server_pod::PASSWORD_KEY)
-                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            })
+            .and_then(|s| secret_string(&s, server_pod::PASSWORD_KEY))
             .filter(|p| !p.is_empty());
         if let Some(password) = stored {
             return Ok(password);
@@ -699,13 +704,6 @@ async fn git_query(
     settings: &server_pod::BuildSettings,
 ) -> Result<git_remote::RemoteQuery, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_value = |secret: &Secret, key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-    };
     let mut credentials = git_remote::GitCredentials::default();
     if let Some(reference) = &context.git.secret_ref {
         let secret = secrets
@@ -714,48 +712,38 @@ async fn git_query(
             .map_err(kube_err(format!("reading Secret {ns}/{}", reference.name)))?;
         if let Some(secret) = secret {
             credentials = git_remote::GitCredentials {
-                username: secret_value(&secret, "username"),
-                password: secret_value(&secret, "password"),
-                ssh_key: secret_value(&secret, "ssh-privatekey"),
-                known_hosts: secret_value(&secret, "ssh-known-hosts"),
+                username: secret_string(&secret, "username"),
+                password: secret_string(&secret, "password"),
+                ssh_key: secret_string(&secret, "ssh-privatekey"),
+                known_hosts: secret_string(&secret, "ssh-known-hosts"),
             };
         }
     }
-    let mut ca_pem = None;
-    if let Some(ca) = &spec.ca_bundle {
-        let key = |key: &Option<String>, default: &str| {
-            key.clone()
-                .filter(|k| !k.is_empty())
-                .unwrap_or_else(|| default.to_string())
-        };
-        if let Some(reference) = &ca.config_map_ref {
+    let ca_pem = match spec
+        .ca_bundle
+        .as_ref()
+        .and_then(server_pod::ca_bundle_source)
+    {
+        Some(server_pod::CaBundleSource::ConfigMap { name, key }) => {
             let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
             let map = maps
-                .get_opt(&reference.name)
+                .get_opt(name)
                 .await
-                .map_err(kube_err(format!(
-                    "reading ConfigMap {ns}/{}",
-                    reference.name
-                )))?;
-            let wanted = key(&reference.key, "ca-bundle.crt");
-            ca_pem = map.and_then(|m| m.data?.get(&wanted).cloned());
-        } else if let Some(reference) = &ca.secret_ref {
-            let secret = secrets
-                .get_opt(&reference.name)
-                .await
-                .map_err(kube_err(format!("reading Secret {ns}/{}", reference.name)))?;
-            let wanted = key(&reference.key, "ca.crt");
-            ca_pem = secret.and_then(|s| secret_value(&s, &wanted));
+                .map_err(kube_err(format!("reading ConfigMap {ns}/{name}")))?;
+            map.and_then(|m| m.data?.get(&key).cloned())
         }
-    }
+        Some(server_pod::CaBundleSource::Secret { name, key }) => {
+            let secret = secrets
+                .get_opt(name)
+                .await
+                .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
+            secret.and_then(|s| secret_string(&s, &key))
+        }
+        None => None,
+    };
     Ok(git_remote::RemoteQuery {
         repository: context.git.repository.clone(),
-        git_ref: context
-            .git
-            .ref_
-            .clone()
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "HEAD".to_string()),
+        git_ref: server_pod::ref_or_head(&context.git.ref_),
         credentials,
         ca_pem,
         proxy_env: spec

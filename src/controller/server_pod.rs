@@ -743,6 +743,14 @@ pub fn rollout_contexts(spec: &AgentSpec) -> Vec<RolloutContext> {
         .collect()
 }
 
+/// A Git `ref` as given, or "HEAD" (the remote's default branch) when unset or empty.
+pub fn ref_or_head(git_ref: &Option<String>) -> String {
+    git_ref
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "HEAD".to_string())
+}
+
 /// A sync's interval: the spec's, at least one second, 5 minutes when unset.
 fn sync_interval(sync: &GitSync) -> Duration {
     sync.interval
@@ -1647,37 +1655,32 @@ fn credentials(credentials: &[Credential]) -> CredentialParts {
 /// Upstream's CA layout (volume `ca-bundle` at /etc/ssl/certs/custom-ca, file `tls.crt`, env
 /// CUSTOM_CA_CERT_PATH), plus NODE_EXTRA_CA_CERTS, which OpenCode (Bun) adds to its trust store.
 fn ca_bundle(ca: &CaBundleConfig) -> Option<(Volume, VolumeMount, Vec<EnvVar>)> {
-    let items = |key: &Option<String>, default: &str| {
+    let items = |key: String| {
         Some(vec![KeyToPath {
-            key: key
-                .clone()
-                .filter(|k| !k.is_empty())
-                .unwrap_or_else(|| default.to_string()),
+            key,
             path: "tls.crt".to_string(),
             mode: None,
         }])
     };
-    let volume = if let Some(reference) = &ca.config_map_ref {
-        Volume {
+    let volume = match ca_bundle_source(ca)? {
+        CaBundleSource::ConfigMap { name, key } => Volume {
             name: CA_VOLUME.to_string(),
             config_map: Some(ConfigMapVolumeSource {
-                name: reference.name.clone(),
-                items: items(&reference.key, "ca-bundle.crt"),
+                name: name.to_string(),
+                items: items(key),
                 ..Default::default()
             }),
             ..Default::default()
-        }
-    } else {
-        let reference = ca.secret_ref.as_ref()?;
-        Volume {
+        },
+        CaBundleSource::Secret { name, key } => Volume {
             name: CA_VOLUME.to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(reference.name.clone()),
-                items: items(&reference.key, "ca.crt"),
+                secret_name: Some(name.to_string()),
+                items: items(key),
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        },
     };
     Some((
         volume,
@@ -1687,6 +1690,34 @@ fn ca_bundle(ca: &CaBundleConfig) -> Option<(Volume, VolumeMount, Vec<EnvVar>)> 
             env_value("NODE_EXTRA_CA_CERTS", CA_FILE_PATH),
         ],
     ))
+}
+
+/// Where an Agent's CA bundle is, with the default key applied.
+pub enum CaBundleSource<'a> {
+    ConfigMap { name: &'a str, key: String },
+    Secret { name: &'a str, key: String },
+}
+
+/// The CA bundle's ConfigMap (key default `ca-bundle.crt`) or, without one, its Secret (key
+/// default `ca.crt`).
+pub fn ca_bundle_source(ca: &CaBundleConfig) -> Option<CaBundleSource<'_>> {
+    let key = |key: &Option<String>, default: &str| {
+        key.clone()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    if let Some(reference) = &ca.config_map_ref {
+        return Some(CaBundleSource::ConfigMap {
+            name: &reference.name,
+            key: key(&reference.key, "ca-bundle.crt"),
+        });
+    }
+    ca.secret_ref
+        .as_ref()
+        .map(|reference| CaBundleSource::Secret {
+            name: &reference.name,
+            key: key(&reference.key, "ca.crt"),
+        })
 }
 
 /// HTTP(S)_PROXY and NO_PROXY in both spellings; NO_PROXY always covers `.svc` and the cluster
@@ -1812,7 +1843,8 @@ const URL_SECRET_KEYS: [(&str, &str); 3] = [
 
 /// `fetch_url LABEL URL OUT TIMEOUT INSECURE AUTH [HEADER...]` for context-init: curl when the
 /// image has it (headers, credentials included, go through stdin, not the command line), else
-/// wget (busybox's in the default alpine/git image). OUT `-` is standard output.
+/// wget (busybox's in the default alpine/git image), which can only take them as arguments.
+/// OUT `-` is standard output.
 const FETCH_URL_FUNCTION: &str = r#"fetch_url() {
   label=$1 url=$2 out=$3 timeout=$4 insecure=$5 auth=$6
   shift 6
@@ -1964,11 +1996,7 @@ fn plan_contexts(
                 });
                 plan.git.push(GitRepo {
                     repository: git.repository.clone(),
-                    git_ref: git
-                        .ref_
-                        .clone()
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or_else(|| "HEAD".to_string()),
+                    git_ref: ref_or_head(&git.ref_),
                     depth: git.depth.unwrap_or(1).max(0),
                     recurse_submodules: git.recurse_submodules == Some(true),
                     path: repo_sub_path(git.path.as_deref()),
@@ -2021,11 +2049,7 @@ fn plan_contexts(
         }
         plan.git.push(GitRepo {
             repository: git.repository.clone(),
-            git_ref: git
-                .ref_
-                .clone()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "HEAD".to_string()),
+            git_ref: ref_or_head(&git.ref_),
             depth: git.depth.unwrap_or(1).max(0),
             recurse_submodules: git.recurse_submodules == Some(true),
             path: repo_sub_path(git.path.as_deref()),
