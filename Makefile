@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KUBECONFIG_TESTBED := $(CURDIR)/.testbed/kubeconfig
 
-.PHONY: help build test unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
+.PHONY: help build test test-upstream standalone-check unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ integration-test: cluster-up ## tests against the testbed
 test: lint cluster-up ## every test: lint, unit and integration tests against the testbed
 	bash testbed/scripts/demo-controller-stop.sh
 	$(CARGO) test --locked --workspace --all-targets
+	bash testbed/scripts/standalone-check.sh
+
+standalone-check: ## unit tests in a copy of the repository with nothing beside it
+	bash testbed/scripts/standalone-check.sh
+
+test-upstream: cluster-up ## kubeoc against upstream's YAML: KUBEOC_UPSTREAM_EXAMPLES=<dir> make test-upstream
+	@test -d "$$KUBEOC_UPSTREAM_EXAMPLES/crds" || { echo "make test-upstream: set KUBEOC_UPSTREAM_EXAMPLES to a folder of upstream KubeOpenCode's published YAML (crds/, resources/, docs/)" >&2; exit 2; }
+	bash testbed/scripts/demo-controller-stop.sh
+	$(CARGO) test --locked -p kubeoc --features upstream-tests --lib --tests -- upstream_tests::
 
 demo: build cluster-up ## bring the testbed up and show what kubeoc does so far
 	bash testbed/scripts/demo.sh

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod controller;
 pub mod duration;
 pub mod error;
+pub mod front;
 pub mod opencode;
 pub mod redact;
 

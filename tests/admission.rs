@@ -1,9 +1,11 @@
 //! Admission tests against the testbed's real kube-apiserver (start it with
 //! `bash testbed/scripts/cluster-up.sh`; it writes `.testbed/kubeconfig`).
 //!
-//! - Every upstream example object of group kubeopencode.io applies unchanged with
-//!   `kubectl apply --server-side --validate=strict` and reads back with the same spec.
-//! - `kubectl get agents -o wide` shows upstream's printer columns plus STATUS and URL.
+//! - Every manifest of `examples/` applies unchanged with `kubectl apply --server-side
+//!   --validate=strict` (or `kubectl create` for `generateName`) and reads back with the same
+//!   spec. With feature `upstream-tests` (`make test-upstream`), so does every upstream example
+//!   object of group kubeopencode.io (`$KUBEOC_UPSTREAM_EXAMPLES`), and `kubectl get agents -o
+//!   wide` shows upstream's printer columns plus STATUS and URL.
 //! - `kubectl explain` prints our doc comments.
 //! - The corpus `tests/admission/invalid/*.yaml` (malformed objects, one defect each) is
 //!   rejected with 422 Invalid, a message that contains the case's `# expect:` text and names
@@ -31,14 +33,6 @@ async fn setup() -> anyhow::Result<Client> {
     let client = admin_client().await?;
     install_kubeoc(&client).await?;
     Ok(client)
-}
-
-/// Upstream KubeOpenCode's published YAML (test data), as `tests/crds.rs` finds it.
-fn upstream_dir() -> PathBuf {
-    std::env::var_os("KUBEOC_UPSTREAM_EXAMPLES").map_or_else(
-        || repo_root().join("../shared/upstream-examples"),
-        PathBuf::from,
-    )
 }
 
 fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -139,20 +133,38 @@ fn with_namespace(text: &str, namespace: &str) -> anyhow::Result<String> {
     Ok(rewritten)
 }
 
-/// 1. Every upstream example of our group applies unchanged (strict field validation, so no
-///    field is unknown to our schema) and reads back with the same spec.
-#[tokio::test]
-async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Result<()> {
-    let client = setup().await?;
+/// What applying a folder of example files found.
+#[derive(Default)]
+struct ExampleRun {
+    applied: usize,
+    compared: usize,
+    skipped: Vec<String>,
+    problems: Vec<String>,
+}
+
+/// Applies every YAML file of `dirs` under `base` unchanged into a fresh namespace (strict field
+/// validation, so no field is unknown to our schema) and checks that each object of our group
+/// reads back with the same spec. Objects with `generateName` are created, as `kubectl create`
+/// does (apply needs a name).
+async fn apply_examples(
+    client: &Client,
+    prefix: &str,
+    base: &Path,
+    dirs: &[&str],
+) -> anyhow::Result<ExampleRun> {
     let kinds = our_kinds();
-    let ns = TestNamespace::create(&client, "kubeoc-admission-examples").await?;
+    let ns = TestNamespace::create(client, prefix).await?;
     let scratch = std::env::temp_dir().join(format!("kubeoc-admission-{}", ns.name));
     std::fs::create_dir_all(&scratch)?;
-    let base = upstream_dir();
-    let mut problems = Vec::new();
-    let (mut applied, mut compared, mut skipped) = (0, 0, Vec::new());
+    let mut run_result = ExampleRun::default();
     let outcome = async {
-        for dir in ["resources", "docs"] {
+        let ExampleRun {
+            applied,
+            compared,
+            skipped,
+            problems,
+        } = &mut run_result;
+        for dir in dirs {
             for file in yaml_files(&base.join(dir))? {
                 let label = format!(
                     "{dir}/{}",
@@ -160,8 +172,8 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                 );
                 let text = std::fs::read_to_string(&file)?;
                 let docs = yaml_documents(&text).with_context(|| format!("parsing {label}"))?;
-                // namespace.yaml creates the cluster-scoped Namespace "test"; not ours, and not
-                // safe to create in a shared cluster.
+                // A Namespace (upstream's namespace.yaml creates "test") is cluster-scoped, not
+                // ours, and not safe to create in a shared cluster.
                 if docs.iter().any(|d| d["kind"] == "Namespace") {
                     skipped.push(label);
                     continue;
@@ -186,30 +198,33 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                 // --dry-run=server, which runs the same admission (schema, CEL, strict fields) and
                 // returns the object as it would be stored, without changing shared state.
                 let singleton = docs.iter().any(|d| d["kind"] == "KubeOpenCodeConfig");
-                let mut args = vec![
-                    "apply",
-                    "--server-side",
-                    "--validate=strict",
-                    "-f",
-                    &path_arg,
-                    "-n",
-                    &ns.name,
-                ];
+                let generated = docs
+                    .iter()
+                    .any(|d| d["metadata"].get("generateName").is_some());
+                let mut args = if generated {
+                    vec!["create", "--validate=strict", "-o", "json"]
+                } else {
+                    vec!["apply", "--server-side", "--validate=strict"]
+                };
+                args.extend(["-f", &path_arg, "-n", &ns.name]);
                 if singleton {
                     args.extend(["--dry-run=server", "--force-conflicts", "-o", "json"]);
                 }
                 let run = kubectl_run(&args, None).await?;
                 if !run.success() {
                     problems.push(format!(
-                        "{label}: kubectl apply failed: {}",
+                        "{label}: kubectl {} failed: {}",
+                        args[0],
                         run.stderr.trim()
                     ));
                     continue;
                 }
-                applied += 1;
-                let dry_run_objects: Vec<Value> = if singleton {
+                *applied += 1;
+                // Objects as the server answered: the dry run's, or those created with a
+                // generated name.
+                let answered: Vec<Value> = if singleton || generated {
                     let out: Value = serde_json::from_str(&run.stdout)
-                        .with_context(|| format!("{label}: dry-run output"))?;
+                        .with_context(|| format!("{label}: kubectl output"))?;
                     match out["kind"].as_str() {
                         Some("List") => out["items"].as_array().cloned().unwrap_or_default(),
                         _ => vec![out],
@@ -222,7 +237,22 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                         continue;
                     }
                     let kind = doc["kind"].as_str().unwrap_or_default();
-                    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                    let mut name = doc["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(prefix) = doc["metadata"]["generateName"].as_str() {
+                        let created = answered.iter().find(|o| {
+                            o["kind"] == kind
+                                && o["metadata"]["name"]
+                                    .as_str()
+                                    .is_some_and(|n| n.starts_with(prefix))
+                        });
+                        name = created
+                            .and_then(|o| o["metadata"]["name"].as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                    }
                     let origin = format!("{label} #{index} ({kind} {name})");
                     let stored = if singleton {
                         if name != api::config::CONFIG_NAME {
@@ -230,13 +260,13 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                                 "{origin}: a KubeOpenCodeConfig must be named `cluster`"
                             ));
                         }
-                        dry_run_objects
+                        answered
                             .iter()
-                            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name.as_str())
                             .cloned()
                     } else {
-                        let api = dynamic_api(&client, &kinds, kind, &ns.name)?;
-                        api.get_opt(name)
+                        let api = dynamic_api(client, &kinds, kind, &ns.name)?;
+                        api.get_opt(&name)
                             .await
                             .with_context(|| format!("{origin}: reading back"))?
                             .map(serde_json::to_value)
@@ -251,10 +281,10 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
                         &doc["spec"],
                         &stored["spec"],
                         &format!("{origin}: spec"),
-                        &mut problems,
+                        problems,
                     );
                     if problems.len() == before {
-                        compared += 1;
+                        *compared += 1;
                     }
                 }
             }
@@ -262,87 +292,46 @@ async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Resu
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    println!(
-        "applied {applied} upstream example files, {compared} objects read back equal; skipped {skipped:?}"
-    );
     std::fs::remove_dir_all(&scratch).ok();
     ns.delete().await?;
     outcome?;
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
-    assert!(compared >= 40, "only {compared} example objects compared");
-    Ok(())
+    Ok(run_result)
 }
 
-/// Column names of an `additionalPrinterColumns` list, upper-cased as kubectl prints them.
-fn column_headers(columns: &Value) -> Vec<String> {
-    columns
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .map(str::to_uppercase)
-        .collect()
-}
-
-/// 2. `kubectl get agents -o wide` shows upstream's columns (in upstream's order) plus STATUS
-///    and URL.
+/// 1. The project's own manifests (`examples/`) apply unchanged and read back equal, every kind.
 #[tokio::test]
-async fn get_agents_wide_shows_upstream_columns_plus_status_and_url() -> anyhow::Result<()> {
+async fn our_examples_apply_unchanged_and_read_back_equal() -> anyhow::Result<()> {
     let client = setup().await?;
-    let ns = TestNamespace::create(&client, "kubeoc-admission-columns").await?;
-    let result = async {
-        let upstream_file = upstream_dir().join("crds/kubeopencode.io_agents.yaml");
-        let upstream = yaml_documents(&std::fs::read_to_string(&upstream_file)?)?;
-        let upstream_columns = column_headers(&upstream[0]["spec"]["versions"][0]["additionalPrinterColumns"]);
-        ensure!(upstream_columns.len() >= 5, "upstream columns: {upstream_columns:?}");
-
-        let agent = json!({
-            "apiVersion": api::API_VERSION, "kind": "Agent",
-            "metadata": {"name": "columns-agent"},
-            "spec": {"profile": "Printer column check", "executorImage": "ghcr.io/kubeopencode/kubeopencode-agent-devbox:dev",
-                     "workspaceDir": "/workspace", "serviceAccountName": "kubeopencode-agent", "maxConcurrentTasks": 3}
-        });
-        let run = kubectl_run(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&agent.to_string())).await?;
-        ensure!(run.success(), "creating the Agent: {}", run.stderr);
-
-        let run = kubectl_run(&["get", "agents", "-o", "wide", "-n", &ns.name], None).await?;
-        ensure!(run.success(), "kubectl get agents -o wide: {}", run.stderr);
-        let mut lines = run.stdout.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-        let row = lines.next().unwrap_or_default();
-        println!("{}", run.stdout);
-        ensure!(header.first() == Some(&"NAME"), "header: {header:?}");
-        let mut last = 0;
-        for column in &upstream_columns {
-            let position = header.iter().position(|h| h == column);
-            ensure!(position.is_some(), "column {column} missing from {header:?}");
-            let position = position.unwrap_or_default();
-            ensure!(position > last, "column {column} out of upstream's order in {header:?} (upstream: {upstream_columns:?})");
-            last = position;
-        }
-        for column in ["STATUS", "URL"] {
-            ensure!(header.contains(&column), "column {column} missing from {header:?}");
-        }
-        for value in ["columns-agent", "kubeopencode-agent", "ghcr.io/kubeopencode/kubeopencode-agent-devbox:dev", "3"] {
-            ensure!(row.split_whitespace().any(|cell| cell == value), "row {row:?} lacks {value}");
-        }
-        Ok(())
-    }
-    .await;
-    ns.delete().await?;
-    result
+    let run = apply_examples(
+        &client,
+        "kubeoc-admission-ours",
+        &repo_root(),
+        &["examples"],
+    )
+    .await?;
+    println!(
+        "applied {} example files, {} objects read back equal",
+        run.applied, run.compared
+    );
+    assert!(
+        run.problems.is_empty(),
+        "{} problems:\n{}",
+        run.problems.len(),
+        run.problems.join("\n")
+    );
+    let files = yaml_files(&repo_root().join("examples"))?.len();
+    assert_eq!(run.applied, files, "every file of examples/ applies");
+    assert!(run.skipped.is_empty(), "skipped {:?}", run.skipped);
+    // team-agent, team-base, review-agent, the Task and the CronTask.
+    assert!(run.compared >= 5, "only {} objects compared", run.compared);
+    Ok(())
 }
 
 fn normalize_whitespace(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// 3. `kubectl explain agent.spec.persistence` prints our doc comment.
+/// 2. `kubectl explain agent.spec.persistence` prints our doc comment.
 #[tokio::test]
 async fn explain_prints_our_doc_text() -> anyhow::Result<()> {
     setup().await?;
@@ -498,7 +487,7 @@ async fn submit(
     }
 }
 
-/// 4. Every malformed object of the corpus is rejected with 422 Invalid, and the message
+/// 3. Every malformed object of the corpus is rejected with 422 Invalid, and the message
 ///    contains the expected text and names the field.
 #[tokio::test]
 async fn malformed_objects_are_rejected_naming_the_field() -> anyhow::Result<()> {
@@ -598,4 +587,109 @@ fn spec_comparison_reports_dropped_and_changed_fields() {
             "spec.port: input 4096 read back as 4097",
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream's published YAML: `make test-upstream` (feature `upstream-tests`), with the files at
+// $KUBEOC_UPSTREAM_EXAMPLES.
+
+#[cfg(feature = "upstream-tests")]
+mod upstream_tests {
+    use super::*;
+
+    /// Upstream KubeOpenCode's published YAML (test data).
+    fn upstream_dir() -> PathBuf {
+        std::env::var_os("KUBEOC_UPSTREAM_EXAMPLES")
+            .map(PathBuf::from)
+            .expect("set KUBEOC_UPSTREAM_EXAMPLES to the folder of upstream's published YAML")
+    }
+
+    /// Every upstream example of our group applies unchanged and reads back with the same spec.
+    #[tokio::test]
+    async fn upstream_examples_apply_unchanged_and_read_back_equal() -> anyhow::Result<()> {
+        let client = setup().await?;
+        let run = apply_examples(
+            &client,
+            "kubeoc-admission-examples",
+            &upstream_dir(),
+            &["resources", "docs"],
+        )
+        .await?;
+        println!(
+            "applied {} upstream example files, {} objects read back equal; skipped {:?}",
+            run.applied, run.compared, run.skipped
+        );
+        assert!(
+            run.problems.is_empty(),
+            "{} problems:\n{}",
+            run.problems.len(),
+            run.problems.join("\n")
+        );
+        assert!(
+            run.compared >= 40,
+            "only {} example objects compared",
+            run.compared
+        );
+        Ok(())
+    }
+
+    /// Column names of an `additionalPrinterColumns` list, upper-cased as kubectl prints them.
+    fn column_headers(columns: &Value) -> Vec<String> {
+        columns
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .map(str::to_uppercase)
+            .collect()
+    }
+
+    /// `kubectl get agents -o wide` shows upstream's columns (in upstream's order) plus STATUS
+    ///    and URL.
+    #[tokio::test]
+    async fn get_agents_wide_shows_upstream_columns_plus_status_and_url() -> anyhow::Result<()> {
+        let client = setup().await?;
+        let ns = TestNamespace::create(&client, "kubeoc-admission-columns").await?;
+        let result = async {
+        let upstream_file = upstream_dir().join("crds/kubeopencode.io_agents.yaml");
+        let upstream = yaml_documents(&std::fs::read_to_string(&upstream_file)?)?;
+        let upstream_columns = column_headers(&upstream[0]["spec"]["versions"][0]["additionalPrinterColumns"]);
+        ensure!(upstream_columns.len() >= 5, "upstream columns: {upstream_columns:?}");
+
+        let agent = json!({
+            "apiVersion": api::API_VERSION, "kind": "Agent",
+            "metadata": {"name": "columns-agent"},
+            "spec": {"profile": "Printer column check", "executorImage": "ghcr.io/kubeopencode/kubeopencode-agent-devbox:dev",
+                     "workspaceDir": "/workspace", "serviceAccountName": "kubeopencode-agent", "maxConcurrentTasks": 3}
+        });
+        let run = kubectl_run(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&agent.to_string())).await?;
+        ensure!(run.success(), "creating the Agent: {}", run.stderr);
+
+        let run = kubectl_run(&["get", "agents", "-o", "wide", "-n", &ns.name], None).await?;
+        ensure!(run.success(), "kubectl get agents -o wide: {}", run.stderr);
+        let mut lines = run.stdout.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+        let row = lines.next().unwrap_or_default();
+        println!("{}", run.stdout);
+        ensure!(header.first() == Some(&"NAME"), "header: {header:?}");
+        let mut last = 0;
+        for column in &upstream_columns {
+            let position = header.iter().position(|h| h == column);
+            ensure!(position.is_some(), "column {column} missing from {header:?}");
+            let position = position.unwrap_or_default();
+            ensure!(position > last, "column {column} out of upstream's order in {header:?} (upstream: {upstream_columns:?})");
+            last = position;
+        }
+        for column in ["STATUS", "URL"] {
+            ensure!(header.contains(&column), "column {column} missing from {header:?}");
+        }
+        for value in ["columns-agent", "kubeopencode-agent", "ghcr.io/kubeopencode/kubeopencode-agent-devbox:dev", "3"] {
+            ensure!(row.split_whitespace().any(|cell| cell == value), "row {row:?} lacks {value}");
+        }
+        Ok(())
+    }
+    .await;
+        ns.delete().await?;
+        result
+    }
 }

@@ -923,7 +923,7 @@ async fn git_sync_policy_rollout_rolls_the_server_when_the_remote_moves() -> any
         .collect();
     assert_eq!(
         containers,
-        ["opencode-server"],
+        ["opencode-server", "kubeoc-front"],
         "Rollout runs no sync sidecar"
     );
     let server = Server::connect(&client, &n, "rollout").await?;

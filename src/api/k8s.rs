@@ -34,6 +34,49 @@ fn fragment(name: &str, json: &str) -> Schema {
         .unwrap_or_else(|err| panic!("embedded schema k8s_schemas/{name}.json is invalid: {err}"))
 }
 
+/// Every description in the embedded upstream schemas (and in controller-gen's Condition): their text stays as upstream wrote it
+/// (our own doc comments are reflowed into paragraphs when the CRDs are generated).
+pub(crate) fn upstream_descriptions() -> &'static std::collections::HashSet<String> {
+    static DESCRIPTIONS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    DESCRIPTIONS.get_or_init(|| {
+        fn collect(value: &serde_json::Value, into: &mut std::collections::HashSet<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(d)) = map.get("description") {
+                        into.insert(d.clone());
+                    }
+                    map.values().for_each(|v| collect(v, into));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, into)),
+                _ => {}
+            }
+        }
+        let mut descriptions = std::collections::HashSet::new();
+        for json in [
+            AFFINITY,
+            ENV_VAR,
+            LIFECYCLE,
+            LOCAL_OBJECT_REFERENCE,
+            OBJECT_REFERENCE,
+            POD_SECURITY_CONTEXT,
+            RESOURCE_REQUIREMENTS,
+            SECRET_KEY_SELECTOR,
+            SECURITY_CONTEXT,
+            TOLERATION,
+            VOLUME,
+            VOLUME_MOUNT,
+        ] {
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+                collect(&value, &mut descriptions);
+            }
+        }
+        let conditions = super::common::conditions_schema(&mut SchemaGenerator::default());
+        collect(conditions.as_value(), &mut descriptions);
+        descriptions
+    })
+}
+
 fn array_of(name: &str, json: &str) -> Schema {
     let items = fragment(name, json);
     json_schema!({ "type": "array", "items": items })

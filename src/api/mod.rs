@@ -227,6 +227,11 @@ const KIND_DESCRIPTION: &str = "Kind is a string value representing the REST res
 fn tidy(schema: &mut JSONSchemaProps) {
     schema.nullable = None;
     schema.title = None;
+    if let Some(description) = schema.description.as_mut()
+        && !is_upstream_description(description)
+    {
+        *description = paragraphs(description);
+    }
     // kube's structural rewriter strips the types out of `anyOf` branches, which turns
     // upstream's int-or-string `anyOf: [{type: integer}, {type: string}]` into `[{}, {}]`.
     if schema.x_kubernetes_int_or_string == Some(true)
@@ -260,9 +265,93 @@ fn tidy(schema: &mut JSONSchemaProps) {
     }
 }
 
+/// A doc comment's text with its hard-wrapped lines joined: one line per paragraph, list item
+/// or code line, so `kubectl explain` wraps the text to the terminal instead of breaking it
+/// where the source did. Blank lines stay paragraph breaks; list items (`- `, `* `, `1. `)
+/// start lines of their own and keep their indented continuations; indented lines after a
+/// paragraph and fenced blocks are code and stay as they are.
+pub fn paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    let (mut in_item, mut in_fence, mut in_code) = (false, false, false);
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indented = trimmed.len() < line.len();
+        if trimmed.is_empty() {
+            while out.ends_with(' ') {
+                out.pop();
+            }
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+            }
+            (in_item, in_code) = (false, false);
+            continue;
+        }
+        let fence = trimmed.starts_with("```");
+        let item = is_list_item(trimmed);
+        let code = in_fence || fence || (indented && !in_item) || (in_code && indented);
+        let new_line = out.is_empty() || out.ends_with('\n') || code || in_code || item;
+        if new_line {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(if code { line } else { trimmed });
+        } else {
+            out.push(' ');
+            out.push_str(trimmed);
+        }
+        if fence {
+            in_fence = !in_fence;
+        }
+        in_code = code && !fence || (fence && in_fence);
+        if item {
+            in_item = true;
+        }
+    }
+    out
+}
+
+/// Whether a schema description is upstream's text (embedded Kubernetes schemas, and the
+/// standard apiVersion and kind texts), which the CRDs keep as upstream wrote it.
+pub fn is_upstream_description(text: &str) -> bool {
+    text == API_VERSION_DESCRIPTION
+        || text == KIND_DESCRIPTION
+        || k8s::upstream_descriptions().contains(text)
+}
+
+fn is_list_item(line: &str) -> bool {
+    if line.starts_with("- ") || line.starts_with("* ") || line.starts_with("+ ") {
+        return true;
+    }
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && (line[digits..].starts_with(". ") || line[digits..].starts_with(") "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doc_comments_become_one_line_per_paragraph_item_and_code_line() {
+        assert_eq!(
+            paragraphs(
+                "Persistent volumes for session history and for the workspace, so both survive Pod\nrestarts. kubeoc always creates the sessions PVC."
+            ),
+            "Persistent volumes for session history and for the workspace, so both survive Pod restarts. kubeoc always creates the sessions PVC."
+        );
+        assert_eq!(
+            paragraphs(
+                "First paragraph\nwraps.\n\nSecond one:\n- an item\n  that wraps\n- another\n1. numbered\n\nDone."
+            ),
+            "First paragraph wraps.\n\nSecond one:\n- an item that wraps\n- another\n1. numbered\n\nDone."
+        );
+        assert_eq!(
+            paragraphs(
+                "Example:\n\n    kubectl kubeoc agent list\n    kubectl get agents\n\nAfter."
+            ),
+            "Example:\n\n    kubectl kubeoc agent list\n    kubectl get agents\n\nAfter."
+        );
+        assert_eq!(paragraphs("one line"), "one line");
+    }
 
     #[test]
     fn crds_cover_all_kinds_with_list_kinds() {

@@ -2,7 +2,9 @@
 
 pub mod agent;
 mod controller;
+mod front;
 mod install;
+pub mod jsonpath;
 pub mod output;
 mod progress;
 mod version;
@@ -42,6 +44,9 @@ pub enum Command {
     Uninstall(install::UninstallArgs),
     /// Print the client and server version information.
     Version(version::VersionArgs),
+    /// The authenticating front of an Agent's server pod (run by the controller's pods).
+    #[command(hide = true)]
+    Front(front::FrontArgs),
 }
 
 impl Cli {
@@ -52,6 +57,7 @@ impl Cli {
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,
             Command::Version(args) => version::run(&self.cluster, args).await,
+            Command::Front(args) => front::run(args).await,
         }
     }
 }

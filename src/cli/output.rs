@@ -1,5 +1,5 @@
-//! kubectl-style output shared by every noun: `-o table|wide|yaml|json|name` and
-//! `--no-headers`.
+//! kubectl-style output shared by every noun: `-o table|wide|yaml|json|name`,
+//! `-o jsonpath=...`, `-o custom-columns=...` and `--no-headers`.
 //!
 //! Table columns come straight from a CRD's `additionalPrinterColumns`
 //! ([`PrinterColumn::from_crd`]) and render the way kubectl renders a custom resource's
@@ -27,8 +27,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use super::jsonpath::JsonPath;
+use super::jsonpath::{Template, print_value};
+
 /// The value of `-o/--output`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum OutputFormat {
     /// Human-readable table (kubectl's default output).
     #[default]
@@ -41,13 +44,65 @@ pub enum OutputFormat {
     Json,
     /// `<kind>.<group>/<name>` per object.
     Name,
+    /// `jsonpath=TEMPLATE`: the template applied to the object (or to the `List` of them).
+    JsonPath(Template),
+    /// `custom-columns=HEADER:PATH,...`: a table of the given columns.
+    CustomColumns(Vec<(String, JsonPath)>),
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    /// kubectl's spellings: `table` (the default), `wide`, `yaml`, `json`, `name`,
+    /// `jsonpath=TEMPLATE` and `custom-columns=HEADER:PATH[,HEADER:PATH...]`.
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "table" | "" => return Ok(Self::Table),
+            "wide" => return Ok(Self::Wide),
+            "yaml" => return Ok(Self::Yaml),
+            "json" => return Ok(Self::Json),
+            "name" => return Ok(Self::Name),
+            _ => {}
+        }
+        if let Some(template) = value.strip_prefix("jsonpath=") {
+            return Template::parse(template).map(Self::JsonPath);
+        }
+        if let Some(spec) = value.strip_prefix("custom-columns=") {
+            return parse_custom_columns(spec).map(Self::CustomColumns);
+        }
+        if value == "jsonpath" || value == "custom-columns" {
+            return Err(format!("{value} needs a value: -o {value}=..."));
+        }
+        Err(format!(
+            "unknown output format {value:?}: use one of table, wide, yaml, json, name, jsonpath=TEMPLATE, custom-columns=HEADER:PATH,..."
+        ))
+    }
+}
+
+/// `HEADER:PATH,HEADER:PATH`, as kubectl's `-o custom-columns` takes it.
+fn parse_custom_columns(spec: &str) -> Result<Vec<(String, JsonPath)>, String> {
+    if spec.trim().is_empty() {
+        return Err("custom-columns needs at least one HEADER:PATH".into());
+    }
+    spec.split(',')
+        .map(|column| {
+            let (header, path) = column.split_once(':').ok_or_else(|| {
+                format!("custom-columns: {column:?} is not HEADER:PATH (e.g. NAME:.metadata.name)")
+            })?;
+            let path =
+                JsonPath::parse(path).map_err(|e| format!("custom-columns {header}: {e}"))?;
+            Ok((header.to_string(), path))
+        })
+        .collect()
 }
 
 /// Output flags that nouns flatten into their list/get commands.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OutputArgs {
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Table)]
+    /// Output format: table, wide, yaml, json, name, jsonpath=TEMPLATE or
+    /// custom-columns=HEADER:PATH,... (as kubectl's).
+    #[arg(short = 'o', long, value_name = "FORMAT", default_value = "table",
+          value_parser = |v: &str| v.parse::<OutputFormat>())]
     pub output: OutputFormat,
 
     /// Don't print headers (table and wide output only).
@@ -177,7 +232,7 @@ impl Printer {
     /// Ages are relative to the current time; the namespace defaults to `default`.
     pub fn new(args: &OutputArgs, columns: Vec<PrinterColumn>) -> Self {
         Printer {
-            format: args.output,
+            format: args.output.clone(),
             no_headers: args.no_headers,
             columns,
             namespace: "default".to_owned(),
@@ -224,14 +279,20 @@ impl Printer {
 
     fn render(&self, items: &[Value], list: bool) -> Result<Rendered, OutputError> {
         let mut out = Rendered::default();
-        match self.format {
+        match &self.format {
+            OutputFormat::JsonPath(template) => {
+                out.stdout = template.render(&document(items, list));
+            }
+            OutputFormat::CustomColumns(columns) => {
+                if items.is_empty() {
+                    out.stderr = self.no_resources();
+                } else {
+                    out.stdout = self.custom_table(columns, items);
+                }
+            }
             OutputFormat::Table | OutputFormat::Wide => {
                 if items.is_empty() {
-                    out.stderr = if self.all_namespaces {
-                        "No resources found\n".to_owned()
-                    } else {
-                        format!("No resources found in {} namespace.\n", self.namespace)
-                    };
+                    out.stderr = self.no_resources();
                 } else {
                     out.stdout = self.table(items);
                 }
@@ -261,6 +322,41 @@ impl Printer {
             }
         }
         Ok(out)
+    }
+
+    /// kubectl's notice for an empty table.
+    fn no_resources(&self) -> String {
+        if self.all_namespaces {
+            "No resources found\n".to_owned()
+        } else {
+            format!("No resources found in {} namespace.\n", self.namespace)
+        }
+    }
+
+    /// `-o custom-columns`: the given columns only (no NAME or NAMESPACE of its own), cells
+    /// joined by commas when a path finds several values, `<none>` when it finds nothing.
+    fn custom_table(&self, columns: &[(String, JsonPath)], items: &[Value]) -> String {
+        let mut rows: Vec<Vec<String>> = Vec::with_capacity(items.len() + 1);
+        if !self.no_headers {
+            rows.push(columns.iter().map(|(header, _)| header.clone()).collect());
+        }
+        for item in items {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|(_, path)| {
+                        let values: Vec<String> =
+                            path.eval(item).into_iter().map(print_value).collect();
+                        if values.is_empty() {
+                            NONE.to_owned()
+                        } else {
+                            sanitize(&values.join(","))
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        tabulate(&rows)
     }
 
     /// The table text for `items` (no trailing notice; `items` may be empty).
@@ -562,338 +658,6 @@ fn sorted(value: &Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),
-    }
-}
-
-/// The JSONPath subset that CRD printer columns use (kubectl evaluates the same for
-/// `additionalPrinterColumns`):
-///
-/// - fields: `.a.b`, `.a\.b` (escaped dot in a key), `['a.b']`, `["a"]`
-/// - indexes: `[0]`, `[-1]` (from the end), wildcards `[*]` / `.*`
-/// - filters: `[?(@.type=="Ready")]`, with `==`, `!=`, `<`, `<=`, `>`, `>=` against a string,
-///   number, `true`/`false` or `null`, or `[?(@.field)]` for "field exists"
-///
-/// An optional leading `$` and surrounding `{}` are accepted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonPath {
-    steps: Vec<Step>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    Field(String),
-    Index(i64),
-    Wildcard,
-    Filter(Filter),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Filter {
-    path: JsonPath,
-    test: Option<(Op, Value)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl JsonPath {
-    /// Parses a path such as `.status.conditions[?(@.type=="Ready")].status`.
-    pub fn parse(path: &str) -> Result<Self, String> {
-        let trimmed = path.trim();
-        let inner = trimmed
-            .strip_prefix('{')
-            .and_then(|p| p.strip_suffix('}'))
-            .unwrap_or(trimmed)
-            .trim();
-        let inner = inner.strip_prefix('$').unwrap_or(inner);
-        let chars: Vec<char> = inner.chars().collect();
-        let mut parser = PathParser {
-            chars: &chars,
-            pos: 0,
-        };
-        let parsed = parser
-            .steps(false)
-            .map_err(|e| format!("invalid JSONPath {path:?}: {e}"))?;
-        if parser.pos != chars.len() {
-            return Err(format!(
-                "invalid JSONPath {path:?}: unexpected {:?} at offset {}",
-                chars[parser.pos], parser.pos
-            ));
-        }
-        Ok(parsed)
-    }
-
-    /// Every value the path selects in `root`, in document order (empty when nothing
-    /// matches).
-    pub fn eval<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
-        let mut current = vec![root];
-        for step in &self.steps {
-            let mut next = Vec::new();
-            for value in current {
-                match (step, value) {
-                    (Step::Field(name), Value::Object(map)) => next.extend(map.get(name)),
-                    (Step::Index(i), Value::Array(items)) => {
-                        let len = items.len() as i64;
-                        let at = if *i < 0 { len + i } else { *i };
-                        if (0..len).contains(&at) {
-                            next.extend(items.get(at as usize));
-                        }
-                    }
-                    (Step::Wildcard, Value::Array(items)) => next.extend(items.iter()),
-                    (Step::Wildcard, Value::Object(map)) => next.extend(map.values()),
-                    (Step::Filter(filter), Value::Array(items)) => {
-                        next.extend(items.iter().filter(|item| filter.matches(item)));
-                    }
-                    _ => {}
-                }
-            }
-            current = next;
-        }
-        current
-    }
-}
-
-impl Filter {
-    fn matches(&self, item: &Value) -> bool {
-        let Some(left) = self.path.eval(item).into_iter().next() else {
-            return false;
-        };
-        let Some((op, right)) = &self.test else {
-            return true;
-        };
-        let ordering = match (left, right) {
-            (Value::Number(a), Value::Number(b)) => a
-                .as_f64()
-                .zip(b.as_f64())
-                .and_then(|(a, b)| a.partial_cmp(&b)),
-            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
-            (a, b) if a == b => Some(std::cmp::Ordering::Equal),
-            _ => None,
-        };
-        use std::cmp::Ordering::*;
-        match (op, ordering) {
-            (Op::Eq, Some(Equal)) => true,
-            (Op::Ne, o) => o != Some(Equal),
-            (Op::Lt, Some(Less)) => true,
-            (Op::Le, Some(Less | Equal)) => true,
-            (Op::Gt, Some(Greater)) => true,
-            (Op::Ge, Some(Greater | Equal)) => true,
-            _ => false,
-        }
-    }
-}
-
-struct PathParser<'a> {
-    chars: &'a [char],
-    pos: usize,
-}
-
-impl PathParser<'_> {
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
-    }
-
-    fn eat(&mut self, c: char) -> bool {
-        if self.peek() == Some(c) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn skip_spaces(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
-        }
-    }
-
-    /// Steps until the end, or (inside a filter) until an operator or `)`.
-    fn steps(&mut self, in_filter: bool) -> Result<JsonPath, String> {
-        let mut steps = Vec::new();
-        while let Some(c) = self.peek() {
-            match c {
-                '.' => {
-                    self.pos += 1;
-                    if self.peek() == Some('.') {
-                        return Err("recursive descent (..) is not supported".into());
-                    }
-                    if self.eat('*') {
-                        steps.push(Step::Wildcard);
-                    } else {
-                        steps.push(Step::Field(self.field_name()?));
-                    }
-                }
-                '[' => {
-                    self.pos += 1;
-                    steps.push(self.bracket()?);
-                }
-                c if in_filter && (c.is_whitespace() || "=!<>)".contains(c)) => break,
-                c => return Err(format!("unexpected {c:?} at offset {}", self.pos)),
-            }
-        }
-        Ok(JsonPath { steps })
-    }
-
-    fn field_name(&mut self) -> Result<String, String> {
-        let mut name = String::new();
-        while let Some(c) = self.peek() {
-            match c {
-                '\\' => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(escaped) => name.push(escaped),
-                        None => return Err("dangling \\ at the end".into()),
-                    }
-                    self.pos += 1;
-                }
-                '.' | '[' | ']' | '(' | ')' | '=' | '!' | '<' | '>' | ' ' => break,
-                c => {
-                    name.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
-        if name.is_empty() {
-            return Err(format!("expected a field name at offset {}", self.pos));
-        }
-        Ok(name)
-    }
-
-    /// After `[`: an index, `*`, a quoted key or a filter, through the closing `]`.
-    fn bracket(&mut self) -> Result<Step, String> {
-        self.skip_spaces();
-        let step = match self.peek() {
-            Some('*') => {
-                self.pos += 1;
-                Step::Wildcard
-            }
-            Some('\'' | '"') => Step::Field(self.quoted()?),
-            Some('?') => {
-                self.pos += 1;
-                self.skip_spaces();
-                if !self.eat('(') {
-                    return Err("expected ( after ?".into());
-                }
-                let filter = self.filter()?;
-                self.skip_spaces();
-                if !self.eat(')') {
-                    return Err(format!("expected ) at offset {}", self.pos));
-                }
-                Step::Filter(filter)
-            }
-            Some(c) if c == '-' || c.is_ascii_digit() => {
-                let start = self.pos;
-                self.pos += 1;
-                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    self.pos += 1;
-                }
-                let text: String = self.chars[start..self.pos].iter().collect();
-                Step::Index(
-                    text.parse()
-                        .map_err(|_| format!("invalid index {text:?}"))?,
-                )
-            }
-            _ => return Err(format!("unsupported expression at offset {}", self.pos)),
-        };
-        self.skip_spaces();
-        if !self.eat(']') {
-            return Err(format!("expected ] at offset {}", self.pos));
-        }
-        Ok(step)
-    }
-
-    fn quoted(&mut self) -> Result<String, String> {
-        let Some(quote) = self.peek() else {
-            return Err("expected a quoted string".into());
-        };
-        self.pos += 1;
-        let mut text = String::new();
-        loop {
-            match self.peek() {
-                None => return Err("unterminated string".into()),
-                Some('\\') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(c) => text.push(c),
-                        None => return Err("unterminated string".into()),
-                    }
-                    self.pos += 1;
-                }
-                Some(c) if c == quote => {
-                    self.pos += 1;
-                    return Ok(text);
-                }
-                Some(c) => {
-                    text.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
-    }
-
-    /// After `(`: `@<path> [op literal]`.
-    fn filter(&mut self) -> Result<Filter, String> {
-        self.skip_spaces();
-        if !self.eat('@') {
-            return Err(format!("filter must start with @ at offset {}", self.pos));
-        }
-        let path = self.steps(true)?;
-        self.skip_spaces();
-        let op = if self.eat('=') {
-            if !self.eat('=') {
-                return Err("expected == in filter".into());
-            }
-            Some(Op::Eq)
-        } else if self.eat('!') {
-            if !self.eat('=') {
-                return Err("expected != in filter".into());
-            }
-            Some(Op::Ne)
-        } else if self.eat('<') {
-            Some(if self.eat('=') { Op::Le } else { Op::Lt })
-        } else if self.eat('>') {
-            Some(if self.eat('=') { Op::Ge } else { Op::Gt })
-        } else {
-            None
-        };
-        let test = match op {
-            Some(op) => {
-                self.skip_spaces();
-                Some((op, self.literal()?))
-            }
-            None => None,
-        };
-        Ok(Filter { path, test })
-    }
-
-    fn literal(&mut self) -> Result<Value, String> {
-        if matches!(self.peek(), Some('\'' | '"')) {
-            return Ok(Value::String(self.quoted()?));
-        }
-        let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        {
-            self.pos += 1;
-        }
-        let text: String = self.chars[start..self.pos].iter().collect();
-        match text.as_str() {
-            "true" => Ok(Value::Bool(true)),
-            "false" => Ok(Value::Bool(false)),
-            "null" | "nil" => Ok(Value::Null),
-            _ => serde_json::from_str::<serde_json::Number>(&text)
-                .map(Value::Number)
-                .map_err(|_| format!("invalid literal {text:?} in filter")),
-        }
     }
 }
 
@@ -1385,139 +1149,6 @@ mod tests {
     }
 
     #[test]
-    fn jsonpath_fields_and_indexes() {
-        let obj = json!({
-            "metadata": {
-                "name": "a",
-                "annotations": {"kubeopencode.io/stop": "true"},
-            },
-            "spec": {"contexts": [{"name": "c0"}, {"name": "c1"}]},
-        });
-        let eval = |p: &str| -> Vec<Value> {
-            JsonPath::parse(p)
-                .unwrap()
-                .eval(&obj)
-                .into_iter()
-                .cloned()
-                .collect()
-        };
-        assert_eq!(eval(".metadata.name"), [json!("a")]);
-        assert_eq!(eval("{.metadata.name}"), [json!("a")]);
-        assert_eq!(eval("$.metadata.name"), [json!("a")]);
-        assert_eq!(eval(".spec.contexts[1].name"), [json!("c1")]);
-        assert_eq!(eval(".spec.contexts[-1].name"), [json!("c1")]);
-        assert_eq!(eval(".spec.contexts[2].name"), Vec::<Value>::new());
-        assert_eq!(eval(".spec.contexts[*].name"), [json!("c0"), json!("c1")]);
-        assert_eq!(eval(".spec.contexts.*.name"), [json!("c0"), json!("c1")]);
-        assert_eq!(
-            eval(r".metadata.annotations.kubeopencode\.io/stop"),
-            [json!("true")]
-        );
-        assert_eq!(
-            eval(".metadata.annotations['kubeopencode.io/stop']"),
-            [json!("true")]
-        );
-        assert_eq!(
-            eval(r#".metadata["annotations"]["kubeopencode.io/stop"]"#),
-            [json!("true")]
-        );
-        assert_eq!(eval(".metadata.missing.deeper"), Vec::<Value>::new());
-        assert_eq!(eval(".metadata.name.length"), Vec::<Value>::new());
-        assert_eq!(eval(""), std::slice::from_ref(&obj));
-    }
-
-    #[test]
-    fn jsonpath_filters() {
-        let obj = json!({"status": {"conditions": [
-            {"type": "ServerReady", "status": "True", "count": 3},
-            {"type": "Ready", "status": "False", "reason": "InvalidSpec", "count": 1},
-            {"type": "Stopped", "status": "True", "ok": true},
-        ]}});
-        let eval = |p: &str| -> Vec<Value> {
-            JsonPath::parse(p)
-                .unwrap()
-                .eval(&obj)
-                .into_iter()
-                .cloned()
-                .collect()
-        };
-        assert_eq!(
-            eval(r#".status.conditions[?(@.type=="Ready")].status"#),
-            [json!("False")]
-        );
-        assert_eq!(
-            eval(r#".status.conditions[?(@.type == 'Ready')].reason"#),
-            [json!("InvalidSpec")]
-        );
-        assert_eq!(
-            eval(r#".status.conditions[?(@.status!="True")].type"#),
-            [json!("Ready")]
-        );
-        assert_eq!(
-            eval(".status.conditions[?(@.reason)].type"),
-            [json!("Ready")]
-        );
-        assert_eq!(
-            eval(".status.conditions[?(@.count>1)].type"),
-            [json!("ServerReady")]
-        );
-        assert_eq!(
-            eval(".status.conditions[?(@.count<=3)].type"),
-            [json!("ServerReady"), json!("Ready")]
-        );
-        assert_eq!(
-            eval(".status.conditions[?(@.ok==true)].type"),
-            [json!("Stopped")]
-        );
-        assert_eq!(
-            eval(r#".status.conditions[?(@.type=="Nope")].status"#),
-            Vec::<Value>::new()
-        );
-        // A filter on a non-array selects nothing.
-        assert_eq!(eval(r#".status[?(@.type=="Ready")]"#), Vec::<Value>::new());
-    }
-
-    #[test]
-    fn jsonpath_rejects_what_it_does_not_support() {
-        for bad in [
-            "..name",
-            ".a[",
-            ".a[0",
-            ".a[?(@.x==)]",
-            ".a[?(.x)]",
-            ".a[1:2]",
-            "a.b",
-            ".a['x]",
-            ".",
-        ] {
-            assert!(JsonPath::parse(bad).is_err(), "{bad} should not parse");
-        }
-    }
-
-    #[test]
-    fn upstream_printer_column_paths_parse() {
-        for path in [
-            ".spec.profile",
-            ".spec.executorImage",
-            ".spec.serviceAccountName",
-            ".spec.maxConcurrentTasks",
-            ".status.ready",
-            ".metadata.creationTimestamp",
-            ".status.phase",
-            ".status.agentRef.name",
-            ".status.templateRef.name",
-            ".status.podName",
-            ".spec.schedule",
-            ".spec.suspend",
-            ".status.active",
-            ".status.lastScheduleTime",
-            ".status.nextScheduleTime",
-        ] {
-            JsonPath::parse(path).unwrap();
-        }
-    }
-
-    #[test]
     fn output_flags_parse_like_kubectl() {
         use clap::Parser;
         #[derive(Parser)]
@@ -1541,5 +1172,68 @@ mod tests {
             assert_eq!(cmd.output.output, want);
         }
         assert!(Cmd::try_parse_from(["x", "-o", "xml"]).is_err());
+        let cmd = Cmd::try_parse_from(["x", "-o", "jsonpath={.metadata.name}"]).unwrap();
+        assert!(matches!(cmd.output.output, OutputFormat::JsonPath(_)));
+        let cmd = Cmd::try_parse_from(["x", "-o", "custom-columns=N:.metadata.name"]).unwrap();
+        assert!(matches!(cmd.output.output, OutputFormat::CustomColumns(ref c) if c.len() == 1));
+        for bad in [
+            "jsonpath",
+            "jsonpath={.a",
+            "custom-columns=",
+            "custom-columns=NAME",
+        ] {
+            assert!(Cmd::try_parse_from(["x", "-o", bad]).is_err(), "{bad}");
+        }
+    }
+
+    fn two_agents() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+                   "metadata": {"name": "a", "namespace": "team"},
+                   "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}}),
+            json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+                   "metadata": {"name": "b", "namespace": "team"}}),
+        ]
+    }
+
+    fn format(flag: &str) -> OutputArgs {
+        OutputArgs {
+            output: flag.parse().expect("format"),
+            no_headers: false,
+        }
+    }
+
+    #[test]
+    fn jsonpath_output_applies_the_template_to_the_list_or_the_object() {
+        let list = Printer::new(
+            &format(r#"jsonpath={range .items[*]}{.metadata.name}={.status.phase}{"\n"}{end}"#),
+            vec![],
+        )
+        .render_list(&two_agents())
+        .unwrap();
+        assert_eq!(list.stdout, "a=Ready\nb=\n");
+        let one = Printer::new(&format("jsonpath={.metadata.name}"), vec![])
+            .render_objects(&two_agents()[..1])
+            .unwrap();
+        assert_eq!(one.stdout, "a");
+    }
+
+    #[test]
+    fn custom_columns_print_a_table_of_the_given_paths() {
+        let rendered = Printer::new(
+            &format(r#"custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status"#),
+            vec![],
+        )
+        .render_list(&two_agents())
+        .unwrap();
+        assert_eq!(
+            rendered.stdout,
+            "NAME   READY\na      True\nb      <none>\n"
+        );
+        let empty = Printer::new(&format("custom-columns=NAME:.metadata.name"), vec![])
+            .namespace("team", false)
+            .render_list(&[])
+            .unwrap();
+        assert_eq!(empty.stderr, "No resources found in team namespace.\n");
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::{Error, Result};
 
-/// Field manager of everything the CLI writes.
-pub const FIELD_MANAGER: &str = "kubeoc";
+pub use super::FIELD_MANAGER;
+
 /// The namespace install creates for kubeoc's own objects.
 pub const SYSTEM_NAMESPACE: &str = "kubeopencode-system";
 /// The ServiceAccount upstream's examples give their Agents.

@@ -10,6 +10,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::{Error, Result};
 
+/// Field manager of everything the CLI writes, `install` and the `agent` commands alike: one
+/// manager, so an object one command wrote and another applies again keeps a single owner.
+pub const FIELD_MANAGER: &str = "kubeoc";
+
 /// kubectl's connection flags, shared by every command.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClusterArgs {

@@ -62,6 +62,13 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+    /// What failed (the reconcile error's variant): `apply`, `read`, `status`, ...
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     kind: &'static str,
     result: &'static str,
@@ -71,7 +78,7 @@ struct ResultLabels {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
-    errors: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     in_flight: Family<KindLabels, Gauge>,
     leader: Gauge,
@@ -103,10 +110,10 @@ impl Metrics {
             "Reconciles finished, by kind and result (success or error)",
             reconciles.clone(),
         );
-        let errors = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that returned an error (and were requeued), by kind",
+            "Reconciles that returned an error (and were requeued), by kind and what failed",
             errors.clone(),
         );
         // 5 ms .. ~82 s: a reconcile ranges from a cache hit to a slow health check.
@@ -191,7 +198,6 @@ impl Metrics {
                 .reconciles
                 .get_or_create(&ResultLabels { kind, result });
         }
-        let _ = self.errors.get_or_create(&KindLabels { kind });
         let _ = self.durations.get_or_create(&KindLabels { kind });
         let _ = self.in_flight.get_or_create(&KindLabels { kind });
     }
@@ -224,18 +230,18 @@ pub struct ReconcileTimer<'a> {
 }
 
 impl ReconcileTimer<'_> {
-    /// Records the outcome and the duration.
-    pub fn finish(self, ok: bool) {
+    /// Records the outcome (`None` for success, else what failed) and the duration.
+    pub fn finish(self, error: Option<&'static str>) {
         let kind = self.kind;
-        let result = if ok { "success" } else { "error" };
+        let result = if error.is_none() { "success" } else { "error" };
         self.metrics
             .reconciles
             .get_or_create(&ResultLabels { kind, result })
             .inc();
-        if !ok {
+        if let Some(error) = error {
             self.metrics
                 .errors
-                .get_or_create(&KindLabels { kind })
+                .get_or_create(&ErrorLabels { kind, error })
                 .inc();
         }
         self.metrics
@@ -625,16 +631,16 @@ mod tests {
             samples(&fresh).contains(&r#"kubeoc_reconcile_total{kind="Agent",result="error"} 0"#),
             "{fresh}"
         );
-        metrics.reconcile_started("Agent").finish(true);
-        metrics.reconcile_started("Agent").finish(true);
-        metrics.reconcile_started("Agent").finish(false);
+        metrics.reconcile_started("Agent").finish(None);
+        metrics.reconcile_started("Agent").finish(None);
+        metrics.reconcile_started("Agent").finish(Some("apply"));
         let running = metrics.reconcile_started("Agent");
         let text = metrics.encode()?;
         let lines = samples(&text);
         for expected in [
             r#"kubeoc_reconcile_total{kind="Agent",result="success"} 2"#,
             r#"kubeoc_reconcile_total{kind="Agent",result="error"} 1"#,
-            r#"kubeoc_reconcile_errors_total{kind="Agent"} 1"#,
+            r#"kubeoc_reconcile_errors_total{kind="Agent",error="apply"} 1"#,
             r#"kubeoc_reconcile_duration_seconds_count{kind="Agent"} 3"#,
             r#"kubeoc_reconcile_duration_seconds_bucket{kind="Agent",le="+Inf"} 3"#,
             r#"kubeoc_reconciles_in_flight{kind="Agent"} 1"#,

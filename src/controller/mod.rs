@@ -1,10 +1,41 @@
 //! The controller: reconcilers and the pure builders they call.
 
 pub mod agent;
+pub mod backoff;
 pub mod git_remote;
 pub mod leader;
 pub mod metrics;
+pub mod pod;
 pub mod run;
-pub mod server_pod;
+pub mod stores;
 
-pub use run::Context;
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use metrics::Metrics;
+use pod::BuildSettings;
+
+/// Field manager of everything the reconciler writes.
+pub const FIELD_MANAGER: &str = "kubeoc-controller";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: BuildSettings,
+    /// Publishes Events (on transitions only) as `kubeoc-controller`.
+    pub recorder: Recorder,
+    /// Reconcile counts and durations, served on `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// When each Rollout Git context (`<ns>/<agent>/<context>`) last asked its remote.
+    pub git_checks: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The watch caches reconciles read from.
+    pub stores: stores::Stores,
+    /// Retry delays of failed reconciles, per object.
+    pub error_backoff: backoff::Backoff,
+    /// Delays between health checks of a server that is available but answers badly.
+    pub health_backoff: backoff::Backoff,
+    /// How often a Ready server's health is checked.
+    pub health_interval: std::time::Duration,
+}

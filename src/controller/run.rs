@@ -1,5 +1,7 @@
 //! `controller run`: the reconcilers in one process, behind leader election, stopping cleanly
-//! on Ctrl-C (in-flight reconciles finish, the Lease is released).
+//! on Ctrl-C or SIGTERM (in-flight reconciles finish, the Lease is released). A leader that
+//! loses its Lease (or cannot renew it in time) stops at once: in-flight reconciles are
+//! dropped, not finished, since another controller may already be writing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,32 +9,20 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::backoff::Backoff;
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
-use super::server_pod::{BuildSettings, CHILD_SELECTOR};
-use super::{agent, metrics, server_pod};
+use super::stores::{self, Subscriptions};
+use super::{Context, agent, metrics, pod};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub settings: BuildSettings,
-    /// Publishes Events (on transitions only) as `kubeoc-controller`.
-    pub recorder: Recorder,
-    /// Reconcile counts and durations, served on `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// When each Rollout Git context (`<ns>/<agent>/<context>`) last asked its remote.
-    pub git_checks: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-}
 
 /// Options of `controller run`.
 #[derive(Debug, Clone)]
@@ -52,17 +42,6 @@ fn identity() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());
     format!("{host}-{}", std::process::id())
-}
-
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Waits for Ctrl-C, or SIGTERM (what the kubelet sends a pod that is being deleted: in-cluster
@@ -103,8 +82,15 @@ async fn reconcile_agent(
     ctx: Arc<Context>,
 ) -> Result<kube::runtime::controller::Action, agent::ReconcileError> {
     let timer = ctx.metrics.reconcile_started("Agent");
+    let key = agent::backoff_key(&agent);
     let result = agent::reconcile(agent, ctx.clone()).await;
-    timer.finish(result.is_ok());
+    match &result {
+        Ok(_) => {
+            ctx.error_backoff.reset(&key);
+            timer.finish(None);
+        }
+        Err(err) => timer.finish(Some(err.label())),
+    }
     result
 }
 
@@ -168,59 +154,61 @@ async fn run_controllers(
     tracing::info!("leading: starting the reconcilers");
     metrics.set_role(Role::Leading { synced: false });
 
+    // A controller that may not read the cluster's KubeOpenCodeConfig (a namespaced install)
+    // uses the built-in settings, and says so once.
+    let watch_config = match Api::<KubeOpenCodeConfig>::all(client.clone())
+        .get_opt(CONFIG_NAME)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::warn!(
+                "may not read KubeOpenCodeConfig {CONFIG_NAME:?} (cluster-scoped): using built-in cluster settings; grant get, list and watch on kubeopencodeconfigs to use it"
+            );
+            false
+        }
+        _ => true,
+    };
+    let ns = options.namespace.clone();
+    let (stores, subscriptions, watches) = stores::start(&client, ns.as_deref(), watch_config);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        settings: server_pod::BuildSettings::default(),
+        settings: pod::BuildSettings::default(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
-                controller: super::agent::FIELD_MANAGER.into(),
+                controller: super::FIELD_MANAGER.into(),
                 instance: Some(identity),
             },
         ),
         metrics: metrics.clone(),
         git_checks: Default::default(),
+        stores: stores.clone(),
+        error_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        health_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        health_interval: Duration::from_secs(60),
     });
-    let ns = options.namespace.clone();
-    let shutdown = {
-        let (mut stop, mut leading) = (stop_rx.clone(), leading_rx.clone());
+    let synced = {
+        let (metrics, stores) = (metrics.clone(), stores.clone());
+        tokio::spawn(async move {
+            if stores.wait_synced().await {
+                metrics.watch_agents(stores.agents.clone());
+                metrics.mark_synced();
+                tracing::info!("watch caches synced");
+            }
+        })
+    };
+    // Ctrl-C and SIGTERM drain: in-flight reconciles finish.
+    let drain = {
+        let mut stop = stop_rx.clone();
         let metrics = metrics.clone();
         async move {
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => {}
-            }
+            let _ = stop.changed().await;
             metrics.set_role(Role::Stopping);
         }
     };
-    let controller = Controller::new(api::<Agent>(&client, &ns), watcher::Config::default());
-    let store = controller.store();
-    let agents = store.clone();
-    let all_agents = store.clone();
-    let synced = {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            // Re-polled on a timer: the store's readiness is a oneshot channel that wakes only
-            // its latest poller, and the controller's own wait takes that place, so a single
-            // await here would never wake. A fresh poll sees the value the controller memoized.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
-                    .await
-                {
-                    Ok(Ok(())) => break,
-                    // The controller (the store's writer) is gone: nothing to report any more.
-                    Ok(Err(_)) => return,
-                    Err(_) => continue,
-                }
-            }
-            metrics.watch_agents(store);
-            metrics.mark_synced();
-        })
-    };
-    // Only our children: a cluster's Secrets and ConfigMaps would otherwise all sit in memory.
-    let children = || watcher::Config::default().labels(CHILD_SELECTOR);
     // An AgentTemplate edit reaches every Agent built from it now, not at the next resync.
-    let agents_of_template = move |template: AgentTemplate| {
+    let agents = stores.agents.clone();
+    let agents_of_template = move |template: Arc<AgentTemplate>| {
         let (namespace, name) = (template.namespace(), template.name_any());
         agents
             .state()
@@ -237,51 +225,83 @@ async fn run_controllers(
             .collect::<Vec<_>>()
     };
     // A KubeOpenCodeConfig change (cluster domain, system image, proxy) concerns every Agent.
-    let every_agent = move |_: KubeOpenCodeConfig| {
+    let all_agents = stores.agents.clone();
+    let every_agent = move |_: Arc<KubeOpenCodeConfig>| {
         all_agents
             .state()
             .into_iter()
             .map(|agent| ObjectRef::from_obj(&*agent))
             .collect::<Vec<_>>()
     };
-    let agent_of_task = |task: Task| {
+    let agent_of_task = |task: Arc<Task>| {
         let namespace = task.namespace().unwrap_or_default();
         task.spec
             .agent_ref
+            .as_ref()
             .map(|agent| ObjectRef::<Agent>::new(&agent.name).within(&namespace))
     };
-    controller
-        .watches(
-            Api::<KubeOpenCodeConfig>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
-            every_agent,
-        )
-        .owns(api::<Deployment>(&client, &ns), children())
-        .owns(api::<Service>(&client, &ns), children())
-        .owns(api::<PersistentVolumeClaim>(&client, &ns), children())
-        .owns(api::<Secret>(&client, &ns), children())
-        .owns(api::<ConfigMap>(&client, &ns), children())
-        .watches(
-            api::<AgentTemplate>(&client, &ns),
-            watcher::Config::default(),
-            agents_of_template,
-        )
+    // A server pod's trouble (or its recovery) concerns its Agent: no polling while it starts.
+    let agent_of_pod = |server_pod: Arc<Pod>| {
+        let namespace = server_pod.namespace().unwrap_or_default();
+        server_pod
+            .labels()
+            .get(pod::AGENT_LABEL)
+            .map(|agent| ObjectRef::<Agent>::new(agent).within(&namespace))
+    };
+    let Subscriptions {
+        agents: agent_changes,
+        templates,
+        configs,
+        deployments,
+        services,
+        claims,
+        secrets,
+        config_maps,
+        pods,
+        tasks,
+    } = subscriptions;
+    let mut controller = Controller::for_shared_stream(agent_changes, stores.agents.clone())
+        .owns_shared_stream(deployments)
+        .owns_shared_stream(services)
+        .owns_shared_stream(claims)
+        .owns_shared_stream(secrets)
+        .owns_shared_stream(config_maps)
+        .watches_shared_stream(templates, agents_of_template)
         // A Task arriving, finishing or going concerns its Agent's idle clock, and a new one
         // resumes an Agent that standby suspended.
-        .watches(
-            api::<Task>(&client, &ns),
-            watcher::Config::default(),
-            agent_of_task,
-        )
-        .graceful_shutdown_on(shutdown)
+        .watches_shared_stream(tasks, agent_of_task)
+        .watches_shared_stream(pods, agent_of_pod);
+    if let Some(configs) = configs {
+        controller = controller.watches_shared_stream(configs, every_agent);
+    }
+    let reconciling = controller
+        .graceful_shutdown_on(drain)
         .run(reconcile_agent, agent::error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(agent = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
                 Err(err) => tracing::debug!("reconcile error: {err}"),
             }
-        })
-        .await;
+        });
+    // Losing the Lease stops reconciling at once: dropping the controller cancels in-flight
+    // reconciles, whose writes could otherwise land after another leader's.
+    let mut leading = leading_rx.clone();
+    let lost_leadership = async move {
+        while *leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                // The elector ended (a stop): not a loss.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = reconciling => {}
+        () = lost_leadership => {
+            metrics.set_role(Role::Stopping);
+            tracing::error!("lost the leader Lease: stopped reconciling");
+        }
+    }
+    drop(watches);
 
     synced.abort();
     let lost = options.leader_elect && !*leading_rx.borrow() && !*stop_rx.borrow();

@@ -1,17 +1,15 @@
 //! HTTP to an OpenCode server through the apiserver's service proxy, with the user's (or the
 //! controller's) kubeconfig credentials. The apiserver strips `Authorization` after
-//! authenticating the caller, so OpenCode's password travels as the `auth_token` query
-//! parameter (base64 of `opencode:<password>`).
+//! authenticating the caller, so OpenCode's password travels in the pod front's own header
+//! ([`crate::front::CREDENTIAL_HEADER`]); never in the URL, which the apiserver's audit log
+//! records.
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
-use super::types::{Session, SessionStatuses};
-
-/// Username OpenCode expects with `OPENCODE_SERVER_PASSWORD`.
-pub const SERVER_USERNAME: &str = "opencode";
+use super::types::{Reply, Session, SessionStatuses};
+use crate::front::{CREDENTIAL_HEADER, basic_credential};
 
 /// Errors of a proxied call, classified the way status conditions report them.
 #[derive(Debug, thiserror::Error)]
@@ -28,23 +26,14 @@ pub enum ProxyError {
     Decode(String),
 }
 
-/// `auth_token` for HTTP Basic `opencode:<password>`, percent-encoded for a query string.
-pub fn auth_token(password: &str) -> String {
-    let encoded =
-        base64::engine::general_purpose::STANDARD.encode(format!("{SERVER_USERNAME}:{password}"));
-    encoded
-        .replace('+', "%2B")
-        .replace('/', "%2F")
-        .replace('=', "%3D")
-}
-
 /// An OpenCode server behind Service `service` (port named `http`) in `namespace`.
 #[derive(Clone)]
 pub struct ServerProxy {
     client: kube::Client,
     namespace: String,
     service: String,
-    password: String,
+    /// `Basic base64(opencode:<password>)`, sent in the front's header.
+    credential: String,
     /// OpenCode keeps sessions per project directory: the Agent's workspaceDir.
     directory: String,
     timeout: Duration,
@@ -80,26 +69,42 @@ impl ServerProxy {
             client,
             namespace: namespace.to_string(),
             service: service.to_string(),
-            password: password.to_string(),
+            credential: basic_credential(password),
             directory: directory.to_string(),
             timeout: Duration::from_secs(10),
         }
     }
 
-    /// The proxy path of `path` (which starts with `/`), with directory and auth_token.
+    /// The proxy path of `path` (which starts with `/` and may carry a query), with the
+    /// `directory` parameter added.
     fn uri(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
-        let directory = self
-            .directory
-            .replace('%', "%25")
-            .replace('&', "%26")
-            .replace(' ', "%20");
+        let directory = form_urlencoded::Serializer::new(String::new())
+            .append_pair("directory", &self.directory)
+            .finish();
         format!(
-            "/api/v1/namespaces/{}/services/{}:http/proxy{path}{separator}directory={directory}&auth_token={}",
-            self.namespace,
-            self.service,
-            auth_token(&self.password)
+            "/api/v1/namespaces/{}/services/{}:http/proxy{path}{separator}{directory}",
+            self.namespace, self.service
         )
+    }
+
+    /// A request to `path` with the credential header.
+    fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<http::Request<Vec<u8>>, ProxyError> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(self.uri(path))
+            .header(CREDENTIAL_HEADER, &self.credential);
+        if !body.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        builder
+            .body(body)
+            .map_err(|e| ProxyError::Decode(e.to_string()))
     }
 
     /// A GET whose body is JSON. Every call has a deadline: OpenCode can leave a request that
@@ -108,12 +113,31 @@ impl ServerProxy {
         &self,
         path: &str,
     ) -> Result<T, ProxyError> {
-        let request = http::Request::get(self.uri(path))
-            .body(Vec::new())
-            .map_err(|e| ProxyError::Decode(e.to_string()))?;
+        let request = self.request(http::Method::GET, path, Vec::new())?;
+        self.call(request, self.timeout).await
+    }
+
+    /// A POST of `body` whose answer is JSON, with its own deadline (a prompt waits for the
+    /// model's whole answer).
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        deadline: Duration,
+    ) -> Result<T, ProxyError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ProxyError::Decode(e.to_string()))?;
+        let request = self.request(http::Method::POST, path, bytes)?;
+        self.call(request, deadline).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: http::Request<Vec<u8>>,
+        deadline: Duration,
+    ) -> Result<T, ProxyError> {
         let call = self.client.request_text(request);
-        let text = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => return Err(ProxyError::Timeout(self.timeout)),
+        let text = match tokio::time::timeout(deadline, call).await {
+            Err(_) => return Err(ProxyError::Timeout(deadline)),
             Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
                 return Err(ProxyError::Unauthorized);
             }
@@ -131,6 +155,28 @@ impl ServerProxy {
                 text.chars().take(200).collect::<String>()
             ))
         })
+    }
+
+    /// A new session (`POST /session`).
+    pub async fn create_session(&self, title: &str) -> Result<Session, ProxyError> {
+        self.post_json(
+            "/session",
+            &serde_json::json!({"title": title}),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// Sends a prompt and waits for the whole answer (`POST /session/{id}/message`).
+    pub async fn prompt(
+        &self,
+        session: &str,
+        text: &str,
+        deadline: Duration,
+    ) -> Result<Reply, ProxyError> {
+        let body = serde_json::json!({"parts": [{"type": "text", "text": text}]});
+        self.post_json(&format!("/session/{session}/message"), &body, deadline)
+            .await
     }
 
     /// OpenCode's own health report.
@@ -153,9 +199,31 @@ impl ServerProxy {
 mod tests {
     use super::*;
 
-    #[test]
-    fn auth_token_is_url_safe_basic_credentials() {
-        // base64("opencode:pw?>") = "b3BlbmNvZGU6cHc/Pg==": '/' and '=' must be encoded.
-        assert_eq!(auth_token("pw?>"), "b3BlbmNvZGU6cHc%2FPg%3D%3D");
+    fn proxy(directory: &str) -> ServerProxy {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        ServerProxy::new(client, "team", "team-agent", "pw", directory)
+    }
+
+    #[tokio::test]
+    async fn the_directory_is_query_encoded_and_the_password_stays_out_of_the_uri() {
+        let uri = proxy("/work space/a+b#c?d&e=f/ü").uri("/session");
+        assert_eq!(
+            uri,
+            "/api/v1/namespaces/team/services/team-agent:http/proxy/session?directory=%2Fwork+space%2Fa%2Bb%23c%3Fd%26e%3Df%2F%C3%BC"
+        );
+        let with_query = proxy("/workspace").uri("/file?path=a");
+        assert!(
+            with_query.ends_with("/file?path=a&directory=%2Fworkspace"),
+            "{with_query}"
+        );
+        let request = proxy("/workspace")
+            .request(http::Method::GET, "/global/health", Vec::new())
+            .expect("request");
+        assert!(!request.uri().to_string().contains("auth_token"));
+        assert_eq!(
+            request.headers()[CREDENTIAL_HEADER],
+            "Basic b3BlbmNvZGU6cHc="
+        );
     }
 }

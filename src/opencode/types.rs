@@ -44,9 +44,85 @@ impl SessionStatus {
 /// `GET /session/status`: only sessions that are not idle are listed.
 pub type SessionStatuses = BTreeMap<String, SessionStatus>;
 
+/// An assistant message with its parts (`POST /session/{id}/message`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Reply {
+    pub info: MessageInfo,
+    pub parts: Vec<Part>,
+}
+
+impl Reply {
+    /// The answer's text: every text part, in order.
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .filter(|p| p.kind == "text")
+            .map(|p| p.text.as_str())
+            .collect()
+    }
+}
+
+/// A message's metadata; `error` is set when the turn failed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MessageInfo {
+    pub id: String,
+    pub role: String,
+    #[serde(rename = "modelID")]
+    pub model_id: String,
+    pub error: Option<MessageError>,
+}
+
+/// `info.error`: `{name, data: {message}}`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MessageError {
+    pub name: String,
+    pub data: serde_json::Value,
+}
+
+impl MessageError {
+    /// The model's (or OpenCode's) own words, else the error's name.
+    pub fn message(&self) -> String {
+        self.data["message"]
+            .as_str()
+            .map_or_else(|| self.name.clone(), str::to_string)
+    }
+}
+
+/// One part of a message: text, a tool call, a reasoning step...
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_give_their_text_and_their_error() {
+        let reply: Reply = serde_json::from_str(
+            r#"{"info":{"id":"msg_1","role":"assistant","modelID":"stub-model"},
+                "parts":[{"type":"step-start"},{"type":"text","text":"Hello "},
+                         {"type":"tool","tool":"bash"},{"type":"text","text":"world"}]}"#,
+        )
+        .expect("decodes");
+        assert_eq!(reply.text(), "Hello world");
+        assert!(reply.info.error.is_none());
+        let failed: Reply = serde_json::from_str(
+            r#"{"info":{"error":{"name":"APIError","data":{"message":"quota exceeded","statusCode":429}}},"parts":[]}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            failed.info.error.map(|e| e.message()).as_deref(),
+            Some("quota exceeded")
+        );
+    }
 
     #[test]
     fn sessions_decode_with_unknown_and_missing_fields() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo: the testbed up, kubeoc installed, the controller running in-process, the seed's
+# The demo: the testbed up, kubeoc installed, the controller running in-process, the example
 # team-agent Ready with a real OpenCode server, and a prompt answered through the apiserver
-# service proxy.
+# service proxy (kubectl kubeoc agent attach --prompt).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -26,8 +26,8 @@ if ! pid_alive kubeoc-controller; then
   echo $! >"$run_dir/kubeoc-controller.pid"
 fi
 
-# The seed's Agent needs its credential Secret and a Git repository: a local one stands in
-# for the seed's placeholder (owned by the pods' uid, as git requires).
+# The example Agent needs its credential Secret and a Git repository: a local one stands in
+# for the example's placeholder (owned by the pods' uid, as git requires).
 kubectl -n "$ns" create secret generic ai-credentials --from-literal=api-key=demo-not-a-real-key \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # Outside the clone: pods reach it wherever the clone lives (see git_repos_dir in testbed/src/lib.rs).
@@ -39,8 +39,8 @@ if [ ! -d "$repo/.git" ]; then
   git -C "$repo" add . && git -C "$repo" -c user.email=demo@kubeoc.dev -c user.name=demo commit -qm init
   chown -R 1000:1000 "$repo"
 fi
-say "applying the seed's team-agent (../shared/seed/team-agent.yaml, repository -> $repo)"
-sed "s#https://github.com/your-org/your-repo.git#file://$repo#" "$repo_root/../shared/seed/team-agent.yaml" |
+say "applying the example team-agent (examples/team-agent.yaml, repository -> $repo)"
+sed "s#https://github.com/your-org/your-repo.git#file://$repo#" "$repo_root/examples/team-agent.yaml" |
   kubectl -n "$ns" apply -f - >/dev/null
 # The testbed's only model is the stub on the bridge: give the Agent an inline opencode.json.
 kubectl -n "$ns" patch agent team-agent --type merge -p "{\"spec\":{\"config\":{
@@ -55,19 +55,10 @@ say "team-agent Ready in $(( $(date +%s) - start ))s"
 "$plugin" agent list -n "$ns" -o wide
 kubectl -n "$ns" get agent team-agent -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.message}){"\n"}{end}'
 
-# Until Tasks land, ask the server directly through the service proxy, as a Task will.
-password=$(kubectl -n "$ns" get secret team-agent-server-auth -o jsonpath='{.data.password}' | base64 -d)
-token=$(printf 'opencode:%s' "$password" | base64 -w0 | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
-proxy="/api/v1/namespaces/$ns/services/team-agent:http/proxy"
-query="directory=/workspace&auth_token=$token"
-body=$(mktemp)
-trap 'rm -f "$body"' EXIT
-echo '{"title":"make demo"}' >"$body"
-session=$(kubectl create --raw "$proxy/session?$query" -f "$body" | jq -r .id)
-echo '{"parts":[{"type":"text","text":"[[reply:Hello from the team-agent, running on the testbed.]]"}]}' >"$body"
-say "prompt sent to session $session through the apiserver service proxy; the answer:"
-kubectl create --raw "$proxy/session/$session/message?$query" -f "$body" |
-  jq -r '[.parts[] | select(.type == "text") | .text] | join("")'
+# Until Tasks land, one prompt through the apiserver's service proxy, as a person sends it:
+# kubeoc reads the password from the Agent's Secret and sends it in a header (never the URL).
+say "kubectl kubeoc agent attach team-agent --prompt ... (through the apiserver service proxy); the answer:"
+"$plugin" -n "$ns" agent attach team-agent --prompt "[[reply:Hello from the team-agent, running on the testbed.]]"
 
 cat <<MSG
 
@@ -77,5 +68,5 @@ Next (kubectl finds the plugin on PATH as kubectl-kubeoc):
   kubectl kubeoc agent describe team-agent -n $ns
   kubectl kubeoc agent logs team-agent -n $ns
   curl -s http://127.0.0.1:8080/metrics | grep ^kubeoc_   # the controller's metrics
-  kubectl kubeoc agent attach team-agent -n $ns   # the chat terminal: coming with the attach issue
+  kubectl kubeoc agent attach team-agent -n $ns --prompt "What is in code/README.md?"
 MSG

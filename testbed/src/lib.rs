@@ -90,9 +90,25 @@ pub async fn service_proxy_get(
     service_port: &str,
     path_and_query: &str,
 ) -> anyhow::Result<(u16, String)> {
+    service_proxy_get_with(client, namespace, service_port, path_and_query, &[]).await
+}
+
+/// [`service_proxy_get`] with extra request headers (the apiserver forwards all but
+/// `Authorization` and its own impersonation headers).
+pub async fn service_proxy_get_with(
+    client: &Client,
+    namespace: &str,
+    service_port: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
     let uri =
         format!("/api/v1/namespaces/{namespace}/services/{service_port}/proxy{path_and_query}");
-    let request = ::http::Request::get(&uri).body(Vec::new())?;
+    let mut builder = ::http::Request::get(&uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Vec::new())?;
     let exchange = async {
         let response = client.send(request.map(kube::client::Body::from)).await?;
         let status = response.status().as_u16();

@@ -3,19 +3,23 @@
 //! - [`process`]: running kubectl and `kubectl kubeoc` against the testbed ([`Run`]),
 //!   streaming `kubectl kubeoc` output ([`Streaming`]), and a `controller run` process per
 //!   test ([`Controller`]);
+//! - [`audit`]: the apiserver's audit log and the controller's Events;
 //! - [`cluster`]: kubeoc installed, a fresh namespace, manifests applied, the bridge address;
 //! - [`agent`]: the stub model's config, waiting for a Ready Agent, its server pods and
 //!   password;
 //! - [`git`]: Git repositories the testbed's pods can clone;
-//! - [`opencode`]: an Agent's OpenCode server through the service proxy ([`Server`]).
+//! - [`opencode`]: an Agent's OpenCode server through the service proxy ([`Server`]);
+//! - [`pausable`]: a loopback proxy to the apiserver that a test can pause ([`PausableProxy`]).
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod audit;
 pub mod cluster;
 pub mod git;
 pub mod opencode;
+pub mod pausable;
 pub mod process;
 
 pub use agent::{
@@ -27,6 +31,7 @@ pub use cluster::{
 };
 pub use git::{GitDaemon, Repository, local_repository};
 pub use opencode::{Server, TURN, WORKSPACE};
+pub use pausable::PausableProxy;
 pub use process::{
     Controller, Run, Streaming, kubectl, kubectl_run, kubeoc, kubeoc_with_input, run, run_within,
 };

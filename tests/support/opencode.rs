@@ -1,11 +1,12 @@
 //! An Agent's OpenCode server as a user reaches it: through the apiserver's service proxy,
-//! with the password from its `<agent>-server-auth` Secret and `auth_token`.
+//! with the password from its `<agent>-server-auth` Secret in the pod front's header.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use kube::Client;
-use kubeoc_testbed::{service_proxy_get, wait_until};
+use kubeoc::front::{CREDENTIAL_HEADER, basic_credential};
+use kubeoc_testbed::{service_proxy_get_with, wait_until};
 use serde_json::{Value, json};
 
 /// The workspace directory of the tests' Agents; OpenCode keeps sessions per directory.
@@ -18,7 +19,8 @@ pub struct Server {
     client: Client,
     namespace: String,
     service: String,
-    token: String,
+    /// `Basic base64(opencode:<password>)`, for [`CREDENTIAL_HEADER`].
+    credential: String,
 }
 
 impl Server {
@@ -28,24 +30,22 @@ impl Server {
             client: client.clone(),
             namespace: namespace.to_string(),
             service: format!("{agent}:http"),
-            token: kubeoc::opencode::client::auth_token(&password),
+            credential: basic_credential(&password),
         })
     }
 
     fn path(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
-        format!(
-            "{path}{separator}directory={WORKSPACE}&auth_token={}",
-            self.token
-        )
+        format!("{path}{separator}directory={WORKSPACE}")
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (code, body) = service_proxy_get(
+        let (code, body) = service_proxy_get_with(
             &self.client,
             &self.namespace,
             &self.service,
             &self.path(path),
+            &[(CREDENTIAL_HEADER, &self.credential)],
         )
         .await?;
         ensure!(code == 200, "GET {path}: HTTP {code}: {body}");
@@ -61,6 +61,7 @@ impl Server {
         );
         let request = http::Request::post(uri)
             .header("content-type", "application/json")
+            .header(CREDENTIAL_HEADER, &self.credential)
             .body(serde_json::to_vec(body)?)?;
         tokio::time::timeout(Duration::from_secs(30), self.client.request_text(request))
             .await

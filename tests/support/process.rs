@@ -234,8 +234,8 @@ impl Controller {
     }
 
     /// [`Controller::start`] with `extra` arguments after those (`--leader-elect=false`,
-    /// `--log-format json`...). A flag in `extra` replaces its default: `--lease-namespace X`,
-    /// `--metrics-addr X`.
+    /// `--log-format json`...). A flag in `extra` replaces its default: `--kubeconfig X`,
+    /// `--lease-namespace X`, `--metrics-addr X`.
     pub fn start_with(namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!(
             "kubeoc-controller-{namespace}-{}.log",
@@ -243,20 +243,17 @@ impl Controller {
         ));
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let kubeconfig = kubeconfig()?;
-        let mut args = vec![
-            "--kubeconfig",
-            kubeconfig.as_str(),
-            "-n",
-            namespace,
-            "controller",
-            "run",
-        ];
         let given = |flag: &str| {
             extra
                 .iter()
                 .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
         };
+        let kubeconfig = kubeconfig()?;
+        let mut args = Vec::new();
+        if !given("--kubeconfig") {
+            args.extend_from_slice(&["--kubeconfig", kubeconfig.as_str()]);
+        }
+        args.extend_from_slice(&["-n", namespace, "controller", "run"]);
         for (flag, default) in [
             ("--lease-namespace", namespace),
             ("--metrics-addr", "127.0.0.1:0"),

@@ -511,7 +511,10 @@ pub(super) async fn create(cluster_args: &ClusterArgs, args: CreateArgs) -> anyh
             let namespace = place(&mut item, explicit_ns, &default_ns)?;
             let object = match &cluster {
                 None => item,
-                Some(cluster) => post_agent(cluster, &namespace, &item, args.dry_run).await?,
+                Some(cluster) => {
+                    warn_missing_service_account(cluster, &namespace, &item).await;
+                    post_agent(cluster, &namespace, &item, args.dry_run).await?
+                }
             };
             print_created(&object, args.output, args.dry_run)
         }
@@ -521,6 +524,26 @@ pub(super) async fn create(cluster_args: &ClusterArgs, args: CreateArgs) -> anyh
         }
     }
     report_failures(failures)
+}
+
+/// Warns (on stderr, as kubectl prints server warnings) when the Agent names a ServiceAccount
+/// that does not exist: its server pod could not be created until it does. A lookup that
+/// fails for another reason (no permission) says nothing: the Agent's status will.
+async fn warn_missing_service_account(cluster: &Cluster, namespace: &str, item: &Value) {
+    let Some(account) = item
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(cluster.client.clone(), namespace);
+    if let Ok(None) = accounts.get_opt(account).await {
+        eprintln!(
+            "Warning: ServiceAccount {account:?} does not exist in namespace {namespace:?}; \
+             the Agent's server cannot start until it does (create it with: kubectl create serviceaccount {account} -n {namespace})"
+        );
+    }
 }
 
 /// POSTs an Agent with field manager `kubeoc` and strict field validation, so a misspelt
@@ -576,7 +599,7 @@ fn print_created(
     write_stdout(&render_one(
         &Printer::new(&args, Vec::new()),
         object,
-        format,
+        &args.output,
     )?)
 }
 

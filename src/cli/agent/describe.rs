@@ -14,7 +14,7 @@ use crate::api::agent::VolumePersistence;
 use crate::api::context::ContextType;
 use crate::cli::output::human_age;
 use crate::cluster::ClusterArgs;
-use crate::controller::server_pod;
+use crate::controller::pod;
 use crate::redact;
 
 /// `agent describe`.
@@ -92,15 +92,15 @@ pub(super) async fn describe(cluster_args: &ClusterArgs, args: DescribeArgs) -> 
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let service_name = server_pod::service_name(&name);
+    let service_name = pod::service_name(&name);
     let (deployment_name, sessions_name, workspace_name, secret_name, cm_name) = (
-        server_pod::deployment_name(&name),
-        server_pod::sessions_pvc_name(&name),
-        server_pod::workspace_pvc_name(&name),
-        server_pod::auth_secret_name(&name),
-        server_pod::context_config_map_name(&name),
+        pod::deployment_name(&name),
+        pod::sessions_pvc_name(&name),
+        pod::workspace_pvc_name(&name),
+        pod::auth_secret_name(&name),
+        pod::context_config_map_name(&name),
     );
-    let pod_params = ListParams::default().labels(&format!("{}={name}", server_pod::AGENT_LABEL));
+    let pod_params = ListParams::default().labels(&format!("{}={name}", pod::AGENT_LABEL));
     let event_params = ListParams::default().fields(&format!(
         "involvedObject.kind=Agent,involvedObject.name={name}"
     ));
@@ -246,7 +246,7 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         match (&spec.executor_image, &spec.template_ref) {
             (Some(i), _) if !i.is_empty() => i.clone(),
             (_, Some(t)) => format!("<from template {}>", t.name),
-            _ => format!("{} (default)", server_pod::DEFAULT_EXECUTOR_IMAGE),
+            _ => format!("{} (default)", pod::DEFAULT_EXECUTOR_IMAGE),
         },
     ]);
     if let Some(image) = spec.agent_image.as_deref().filter(|i| !i.is_empty()) {
@@ -260,10 +260,7 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         "Service Account:".into(),
         inherited(spec.service_account_name.as_deref()),
     ]);
-    head.push(vec![
-        "Port:".into(),
-        server_pod::server_port(spec).to_string(),
-    ]);
+    head.push(vec!["Port:".into(), pod::server_port(spec).to_string()]);
     head.push(vec![
         "Suspend:".into(),
         spec.suspend.unwrap_or(false).to_string(),
@@ -282,9 +279,9 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         "  Sessions:".into(),
         format!(
             "{} at {} (PVC {})",
-            size(&persistence.sessions, server_pod::DEFAULT_SESSIONS_SIZE),
-            server_pod::SESSIONS_MOUNT_PATH,
-            server_pod::sessions_pvc_name(&name)
+            size(&persistence.sessions, pod::DEFAULT_SESSIONS_SIZE),
+            pod::SESSIONS_MOUNT_PATH,
+            pod::sessions_pvc_name(&name)
         ),
     ]);
     head.push(vec![
@@ -292,8 +289,8 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         if persistence.workspace.is_some() {
             format!(
                 "{} (PVC {})",
-                size(&persistence.workspace, server_pod::DEFAULT_WORKSPACE_SIZE),
-                server_pod::workspace_pvc_name(&name)
+                size(&persistence.workspace, pod::DEFAULT_WORKSPACE_SIZE),
+                pod::workspace_pvc_name(&name)
             )
         } else {
             "not persistent (emptyDir)".to_owned()
@@ -347,7 +344,7 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
             c.mount_path
                 .clone()
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| format!("<none> ({})", server_pod::CONTEXT_FILE_REL_PATH)),
+                .unwrap_or_else(|| format!("<none> ({})", pod::CONTEXT_FILE_REL_PATH)),
         ]);
     }
     section(
@@ -462,36 +459,36 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
     };
     rows.push(vec![
         "Deployment".into(),
-        server_pod::deployment_name(&name),
+        pod::deployment_name(&name),
         state(&map_lookup(&d.deployment, deployment_state)),
     ]);
     rows.push(vec![
         "Service".into(),
-        server_pod::service_name(&name),
+        pod::service_name(&name),
         state(&map_lookup(&d.service, service_state)),
     ]);
     rows.push(vec![
         "PersistentVolumeClaim".into(),
-        server_pod::sessions_pvc_name(&name),
+        pod::sessions_pvc_name(&name),
         state(&map_lookup(&d.sessions_pvc, pvc_state)),
     ]);
     if persistence.workspace.is_some() || !matches!(d.workspace_pvc, Lookup::Missing) {
         rows.push(vec![
             "PersistentVolumeClaim".into(),
-            server_pod::workspace_pvc_name(&name),
+            pod::workspace_pvc_name(&name),
             state(&map_lookup(&d.workspace_pvc, pvc_state)),
         ]);
     }
     rows.push(vec![
         "Secret".into(),
-        server_pod::auth_secret_name(&name),
+        pod::auth_secret_name(&name),
         state(&map_lookup(&d.auth_secret, |()| {
             "present (server password; value not shown)".to_owned()
         })),
     ]);
     rows.push(vec![
         "ConfigMap".into(),
-        server_pod::context_config_map_name(&name),
+        pod::context_config_map_name(&name),
         state(&map_lookup(&d.context_config_map, config_map_state)),
     ]);
     match &d.pods {

@@ -30,10 +30,12 @@ pub struct DeleteArgs {
     /// Agents to delete.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Wait until each Agent and its children are gone (foreground deletion).
-    #[arg(long)]
+    /// Wait until each Agent and its children are gone (foreground deletion), as kubectl
+    /// delete does; --wait=false returns once the deletion is accepted.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
     pub wait: bool,
-    /// With --wait: how long to wait.
+    /// How long to wait.
     #[arg(long, default_value = "5m", value_parser = crate::duration::parse)]
     pub timeout: Duration,
     /// A missing Agent is not an error.
@@ -340,6 +342,24 @@ async fn wait_for(
 mod tests {
     use super::*;
     use crate::cli::agent::tests::ready_agent;
+
+    #[test]
+    fn delete_waits_by_default_as_kubectl_delete_does() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            delete: DeleteArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cmd::try_parse_from(std::iter::once("delete").chain(args.iter().copied()))
+                .map(|c| c.delete.wait)
+        };
+        assert_eq!(parse(&["a"]).ok(), Some(true));
+        assert_eq!(parse(&["a", "--wait"]).ok(), Some(true));
+        assert_eq!(parse(&["a", "--wait=false"]).ok(), Some(false));
+        assert_eq!(parse(&["a", "--wait=true"]).ok(), Some(true));
+    }
 
     #[test]
     fn wait_conditions_need_the_current_generation() {

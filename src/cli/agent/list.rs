@@ -147,7 +147,7 @@ async fn watch(
     let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let row_printer = Printer::new(
         &OutputArgs {
-            output: args.output.output,
+            output: args.output.output.clone(),
             no_headers: true,
         },
         columns,
@@ -166,7 +166,7 @@ async fn watch(
             *header_printed = true;
             &printer
         };
-        write_stdout(&render_one(printer, &value, args.output.output)?)
+        write_stdout(&render_one(printer, &value, &args.output.output)?)
     };
     while let Some(event) = stream.next().await {
         let event = match event {

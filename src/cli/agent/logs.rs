@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt as _};
 use super::{get_agent, write_stdout_bytes};
 use crate::api::Agent;
 use crate::cluster::ClusterArgs;
-use crate::controller::server_pod;
+use crate::controller::pod;
 
 /// `agent logs`.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,11 +37,27 @@ pub struct LogsArgs {
 pub fn pick_server_pod(agent: &Agent, pods: &[Pod]) -> anyhow::Result<String> {
     let name = agent.name_any();
     let ns = agent.namespace().unwrap_or_default();
+    // The server container's own state, not the pod's phase: a pod whose front runs while
+    // the server waits (a missing Secret) is Running without a server log.
     let phase = |p: &Pod| {
-        p.status
+        let server = p
+            .status
             .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_else(|| "Pending".into())
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == pod::SERVER_CONTAINER));
+        let state = server.and_then(|c| c.state.as_ref());
+        let ran_before = server.is_some_and(|c| {
+            c.last_state
+                .as_ref()
+                .is_some_and(|s| s.terminated.is_some())
+        });
+        if state.is_some_and(|s| s.running.is_some()) {
+            "Running".to_string()
+        } else if state.is_some_and(|s| s.terminated.is_some()) || ran_before {
+            "Failed".to_string()
+        } else {
+            "Pending".to_string()
+        }
     };
     let newest = |pred: &dyn Fn(&Pod) -> bool| {
         pods.iter()
@@ -77,7 +93,7 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
     let ns = cluster.namespace.clone();
     let agent = get_agent(&cluster, &ns, &args.name).await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-    let selector = format!("{}={}", server_pod::AGENT_LABEL, args.name);
+    let selector = format!("{}={}", pod::AGENT_LABEL, args.name);
     let listed = pods
         .list(&ListParams::default().labels(&selector))
         .await
@@ -92,7 +108,7 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
         })?;
     let pod = pick_server_pod(&agent, &listed.items)?;
     let params = LogParams {
-        container: Some(server_pod::SERVER_CONTAINER.into()),
+        container: Some(pod::SERVER_CONTAINER.into()),
         follow: args.follow,
         tail_lines: (args.tail >= 0).then_some(args.tail),
         since_seconds: args
@@ -130,10 +146,22 @@ mod tests {
     use super::*;
     use crate::cli::agent::tests::{from, ready_agent};
 
+    /// A server pod whose server container is in `phase` terms: Running, Failed (it ran),
+    /// or Pending (never started); the front always runs.
     fn pod(name: &str, phase: &str, created: &str) -> Pod {
+        let server_state = match phase {
+            "Running" => json!({"running": {}}),
+            "Failed" | "Succeeded" => json!({"terminated": {"exitCode": 1}}),
+            _ => json!({"waiting": {"reason": "CreateContainerConfigError"}}),
+        };
         from(json!({
             "metadata": {"name": name, "creationTimestamp": created},
-            "status": {"phase": phase},
+            "status": {"phase": if phase == "Pending" { "Running" } else { phase },
+                       "containerStatuses": [
+                {"name": "opencode-server", "ready": false, "restartCount": 0, "image": "i",
+                 "imageID": "", "state": server_state},
+                {"name": "kubeoc-front", "ready": true, "restartCount": 0, "image": "i",
+                 "imageID": "", "state": {"running": {}}}]},
         }))
     }
 

@@ -9,6 +9,7 @@
 //! (`delete`, `suspend`, `resume`, `wait`) and `logs`; the dispatch and what they share (error
 //! messages, the Agent API, writing to stdout) are here.
 
+mod attach;
 mod create;
 mod describe;
 mod lifecycle;
@@ -34,8 +35,8 @@ pub use lifecycle::{DeleteArgs, SuspendArgs, WaitArgs, WaitFor, condition_met, l
 pub use list::{GetArgs, ListArgs};
 pub use logs::{LogsArgs, pick_server_pod};
 
-/// Field manager of every write the CLI makes.
-pub const FIELD_MANAGER: &str = "kubeoc";
+pub use crate::cluster::FIELD_MANAGER;
+
 /// How `-o name` and kubectl's messages spell the resource.
 const RESOURCE: &str = "agent.kubeopencode.io";
 
@@ -61,6 +62,9 @@ pub enum AgentCommand {
     Logs(LogsArgs),
     /// Wait until an Agent is ready, suspended or deleted.
     Wait(WaitArgs),
+    /// Talk to an Agent's OpenCode server through the apiserver (no port-forward, no
+    /// Ingress): `--prompt TEXT` sends one prompt and prints the answer.
+    Attach(attach::AttachArgs),
 }
 
 /// Dispatches `agent` subcommands.
@@ -75,6 +79,7 @@ pub async fn run(cluster: &ClusterArgs, command: AgentCommand) -> anyhow::Result
         AgentCommand::Resume(args) => lifecycle::set_suspend(cluster, args, false).await,
         AgentCommand::Logs(args) => logs::logs(cluster, args).await,
         AgentCommand::Wait(args) => lifecycle::wait(cluster, args).await,
+        AgentCommand::Attach(args) => attach::attach(cluster, args).await,
     }
 }
 
@@ -161,9 +166,9 @@ fn write_stdout_bytes(bytes: &[u8]) -> anyhow::Result<bool> {
 
 /// One object as `printer` renders it; YAML starts with a `---` line so that objects printed
 /// one after another form a stream of documents.
-fn render_one(printer: &Printer, object: &Value, format: OutputFormat) -> anyhow::Result<String> {
+fn render_one(printer: &Printer, object: &Value, format: &OutputFormat) -> anyhow::Result<String> {
     let mut text = printer.render_objects(std::slice::from_ref(object))?.stdout;
-    if format == OutputFormat::Yaml {
+    if *format == OutputFormat::Yaml {
         text.insert_str(0, "---\n");
     }
     Ok(text)

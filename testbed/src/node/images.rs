@@ -20,7 +20,15 @@ pub struct ImageSpec {
 pub struct ImageMap {
     /// The pinned OpenCode binary (testbed/opencode), if installed.
     pub opencode_bin: Option<PathBuf>,
+    /// Where kubeoc's own image would have its binary: the repository's builds (release and
+    /// debug); the newest one that exists is used.
+    pub kubeoc_bins: Vec<PathBuf>,
 }
+
+/// kubeoc's own image (the in-cluster controller, the server pods' authenticating front).
+const KUBEOC_IMAGE: &str = "kubectl-kubeoc";
+/// Where that image carries the binary, on PATH.
+pub const KUBEOC_IMAGE_BIN: &str = "/usr/local/bin/kubectl-kubeoc";
 
 /// Upstream's agent image: carries `/opencode` and copies it into `$TOOLS_DIR` (its init role).
 const OPENCODE_AGENT_IMAGE: &str = "kubeopencode-agent-opencode";
@@ -62,6 +70,26 @@ impl ImageMap {
                     ("TOOLS_DIR".into(), "/tools".into()),
                     ("OPENCODE_BIN".into(), "opencode".into()),
                 ],
+            });
+        }
+        if repository_name(image) == KUBEOC_IMAGE {
+            let newest = self
+                .kubeoc_bins
+                .iter()
+                .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+                .max()
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "image {image:?} needs a build of kubectl-kubeoc, and none exists at {:?} \
+                         (run: cargo build)",
+                        self.kubeoc_bins
+                    )
+                })?;
+            return Ok(ImageSpec {
+                files: vec![(KUBEOC_IMAGE_BIN.to_string(), newest)],
+                entrypoint: Some(vec![KUBEOC_IMAGE_BIN.into()]),
+                env: Vec::new(),
             });
         }
         // Any other image is the host filesystem as it is; it has no known entrypoint.
@@ -118,6 +146,7 @@ mod tests {
     fn agent_image_carries_the_pinned_opencode() {
         let map = ImageMap {
             opencode_bin: Some(PathBuf::from("/cache/opencode.exe")),
+            kubeoc_bins: Vec::new(),
         };
         let spec = map
             .lookup("ghcr.io/kubeopencode/kubeopencode-agent-opencode:v0.1.7")
@@ -135,8 +164,42 @@ mod tests {
     }
 
     #[test]
+    fn kubeocs_image_carries_the_newest_build() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new) = (dir.path().join("release"), dir.path().join("debug"));
+        std::fs::write(&old, "old").expect("write");
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(earlier))
+            .expect("set mtime");
+        std::fs::write(&new, "new").expect("write");
+        let map = ImageMap {
+            opencode_bin: None,
+            kubeoc_bins: vec![old.clone(), new.clone(), dir.path().join("missing")],
+        };
+        let spec = map
+            .lookup("ghcr.io/kubeoc/kubectl-kubeoc:v0.1.0")
+            .expect("known image");
+        assert_eq!(spec.files, vec![(KUBEOC_IMAGE_BIN.to_string(), new)]);
+        assert_eq!(spec.entrypoint, Some(vec![KUBEOC_IMAGE_BIN.to_string()]));
+        let none = ImageMap {
+            opencode_bin: None,
+            kubeoc_bins: vec![dir.path().join("missing")],
+        };
+        let err = none
+            .lookup("ghcr.io/kubeoc/kubectl-kubeoc:v0.1.0")
+            .expect_err("no build");
+        assert!(err.contains("cargo build"), "{err}");
+    }
+
+    #[test]
     fn agent_image_without_the_binary_says_how_to_install_it() {
-        let map = ImageMap { opencode_bin: None };
+        let map = ImageMap {
+            opencode_bin: None,
+            kubeoc_bins: Vec::new(),
+        };
         let err = map
             .lookup("ghcr.io/kubeopencode/kubeopencode-agent-opencode:latest")
             .expect_err("missing binary");

@@ -265,6 +265,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         ipam: Mutex::new(ipam),
         images: ImageMap {
             opencode_bin: args.opencode_bin.clone().filter(|p| p.exists()),
+            kubeoc_bins: ["release", "debug"]
+                .iter()
+                .map(|profile| {
+                    crate::repo_root()
+                        .join("target")
+                        .join(profile)
+                        .join("kubectl-kubeoc")
+                })
+                .collect(),
         },
         logs: log_registry,
         services: table_rx,

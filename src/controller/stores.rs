@@ -1,0 +1,230 @@
+//! The watch caches every reconcile reads from: one reflector per kind, shared between the
+//! reconciler's triggers and its reads, so a steady cluster costs the watches and nothing
+//! more (no GET or LIST per reconcile). Child kinds are watched by the children's labels only:
+//! a cluster's other Secrets and ConfigMaps never sit in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::pod::CHILD_SELECTOR;
+use crate::api::config::CONFIG_NAME;
+use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
+
+/// How many changes a subscriber may lag behind before the watch waits for it.
+const BUFFER: usize = 1024;
+
+/// Read handles of the caches.
+#[derive(Clone)]
+pub struct Stores {
+    pub agents: Store<Agent>,
+    pub templates: Store<AgentTemplate>,
+    /// `None` when this controller may not read the cluster's KubeOpenCodeConfig.
+    pub configs: Option<Store<KubeOpenCodeConfig>>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+    pub pods: Store<Pod>,
+    pub tasks: Store<Task>,
+    synced: Arc<AtomicBool>,
+}
+
+/// Change streams of the caches, for the controller's triggers.
+pub struct Subscriptions {
+    pub agents: ReflectHandle<Agent>,
+    pub templates: ReflectHandle<AgentTemplate>,
+    pub configs: Option<ReflectHandle<KubeOpenCodeConfig>>,
+    pub deployments: ReflectHandle<Deployment>,
+    pub services: ReflectHandle<Service>,
+    pub claims: ReflectHandle<PersistentVolumeClaim>,
+    pub secrets: ReflectHandle<Secret>,
+    pub config_maps: ReflectHandle<ConfigMap>,
+    pub pods: ReflectHandle<Pod>,
+    pub tasks: ReflectHandle<Task>,
+}
+
+/// The running watches; they stop when this is dropped.
+pub struct Watches {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn namespaced<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts one watch feeding a shared store; returns the store and a subscription.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> (Store<K>, ReflectHandle<K>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store_shared(BUFFER);
+    // A writer made by store_shared always hands out subscriptions.
+    let subscription = writer
+        .subscribe()
+        .unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(|event| async move {
+            if let Err(err) = event {
+                tracing::warn!("watch: {err}");
+            }
+        });
+    tasks.push(tokio::spawn(stream));
+    (store, subscription)
+}
+
+/// Starts every watch (in `namespace`, or cluster-wide); the cluster's KubeOpenCodeConfig
+/// only with `watch_config`.
+pub fn start(
+    client: &Client,
+    namespace: Option<&str>,
+    watch_config: bool,
+) -> (Stores, Subscriptions, Watches) {
+    let mut tasks = Vec::new();
+    let children = || watcher::Config::default().labels(CHILD_SELECTOR);
+    let (agents, agents_sub) = watch(
+        namespaced::<Agent>(client, namespace),
+        watcher::Config::default(),
+        &mut tasks,
+    );
+    let (templates, templates_sub) = watch(
+        namespaced::<AgentTemplate>(client, namespace),
+        watcher::Config::default(),
+        &mut tasks,
+    );
+    let (configs, configs_sub) = if watch_config {
+        let (store, subscription) = watch(
+            Api::<KubeOpenCodeConfig>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
+            &mut tasks,
+        );
+        (Some(store), Some(subscription))
+    } else {
+        (None, None)
+    };
+    let (deployments, deployments_sub) =
+        watch(namespaced(client, namespace), children(), &mut tasks);
+    let (services, services_sub) = watch(namespaced(client, namespace), children(), &mut tasks);
+    let (claims, claims_sub) = watch(namespaced(client, namespace), children(), &mut tasks);
+    let (secrets, secrets_sub) = watch(namespaced(client, namespace), children(), &mut tasks);
+    let (config_maps, config_maps_sub) =
+        watch(namespaced(client, namespace), children(), &mut tasks);
+    // Server pods carry the children's labels too (the pod template has them).
+    let (pods, pods_sub) = watch(namespaced(client, namespace), children(), &mut tasks);
+    let (tasks_store, tasks_sub) = watch(
+        namespaced::<Task>(client, namespace),
+        watcher::Config::default(),
+        &mut tasks,
+    );
+    let stores = Stores {
+        agents,
+        templates,
+        configs,
+        deployments,
+        services,
+        claims,
+        secrets,
+        config_maps,
+        pods,
+        tasks: tasks_store,
+        synced: Arc::default(),
+    };
+    let subscriptions = Subscriptions {
+        agents: agents_sub,
+        templates: templates_sub,
+        configs: configs_sub,
+        deployments: deployments_sub,
+        services: services_sub,
+        claims: claims_sub,
+        secrets: secrets_sub,
+        config_maps: config_maps_sub,
+        pods: pods_sub,
+        tasks: tasks_sub,
+    };
+    (stores, subscriptions, Watches { tasks })
+}
+
+/// Waits until `store` has its first full list. Polled on a timer: a store's readiness wakes
+/// only its latest poller, and the controller polls the Agents' store itself.
+async fn ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
+            Err(_) => continue,
+        }
+    }
+}
+
+impl Stores {
+    /// Whether every cache has its first full list (reconciles wait for it, so they never
+    /// take a child that is merely not listed yet for a missing one).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every cache is synced (false when a watch ended first).
+    pub async fn wait_synced(&self) -> bool {
+        let all = ready(&self.agents).await
+            && ready(&self.templates).await
+            && match &self.configs {
+                Some(configs) => ready(configs).await,
+                None => true,
+            }
+            && ready(&self.deployments).await
+            && ready(&self.services).await
+            && ready(&self.claims).await
+            && ready(&self.secrets).await
+            && ready(&self.config_maps).await
+            && ready(&self.pods).await
+            && ready(&self.tasks).await;
+        if all {
+            self.synced.store(true, Ordering::Release);
+        }
+        all
+    }
+}
+
+/// The cached object `name` in `namespace`.
+pub fn get<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
