@@ -9,5 +9,6 @@ pub mod error;
 pub mod front;
 pub mod opencode;
 pub mod redact;
+pub mod tui;
 
 pub use error::{Error, Result};

@@ -20,6 +20,14 @@ use super::context::{ContextItem, MAX_CONTEXTS};
 use super::k8s;
 use super::{CelRule, add_rules};
 
+/// Set by `kubectl kubeoc agent attach` to the time (RFC 3339) while someone is attached, and
+/// renewed every [`ATTACH_HEARTBEAT_INTERVAL`]: standby does not suspend an Agent whose
+/// heartbeat is younger than two intervals, however quiet the chat.
+pub const ATTACH_HEARTBEAT_ANNOTATION: &str = "kubeopencode.io/attach-heartbeat";
+
+/// How often an attached terminal renews [`ATTACH_HEARTBEAT_ANNOTATION`].
+pub const ATTACH_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Longest Agent name: the controller names a PersistentVolumeClaim and other children
 /// `<name>-server-workspace`, which must stay a DNS-1035 label of at most 63 characters.
 pub const MAX_AGENT_NAME_LEN: usize = 63 - "-server-workspace".len();

@@ -21,7 +21,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-pub use agent::{Agent, AgentPhase, AgentSpec, AgentStatus};
+pub use agent::{
+    ATTACH_HEARTBEAT_ANNOTATION, ATTACH_HEARTBEAT_INTERVAL, Agent, AgentPhase, AgentSpec,
+    AgentStatus,
+};
 pub use agent_template::{AgentTemplate, AgentTemplateSpec, AgentTemplateStatus};
 pub use common::{AgentReference, AgentTemplateReference};
 pub use config::{KubeOpenCodeConfig, KubeOpenCodeConfigSpec};

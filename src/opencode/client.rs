@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::types::{Reply, Session, SessionStatuses};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+
+use super::events::{self, Event, StreamError};
+use super::types::{Message, PermissionReply, Session, SessionStatuses};
 use crate::front::{CREDENTIAL_HEADER, basic_credential};
 
 /// Errors of a proxied call, classified the way status conditions report them.
@@ -55,6 +58,29 @@ impl std::fmt::Debug for ServerProxy {
 pub struct Health {
     pub healthy: bool,
     pub version: String,
+}
+
+/// The OpenCode servers kubeoc speaks to: the 1.x API (sessions, `prompt_async`, `/event`),
+/// tested with 1.18.33. OpenCode 2.x changed the API and its auth defaults.
+pub const SUPPORTED_VERSIONS: &str = "OpenCode 1.x (tested with 1.18.33)";
+
+impl Health {
+    /// Whether kubeoc speaks this server's API; the error says which versions it does.
+    pub fn check_supported(&self) -> Result<(), String> {
+        let major = self
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        match major {
+            Some(1) => Ok(()),
+            _ => Err(format!(
+                "the server runs OpenCode {}, whose API kubeoc does not speak; kubeoc supports {SUPPORTED_VERSIONS}: \
+                 pin the Agent's image to an opencode-ai 1.x release",
+                self.version
+            )),
+        }
+    }
 }
 
 impl ServerProxy {
@@ -135,6 +161,20 @@ impl ServerProxy {
         request: http::Request<Vec<u8>>,
         deadline: Duration,
     ) -> Result<T, ProxyError> {
+        let text = self.call_text(request, deadline).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            ProxyError::Decode(format!(
+                "{e}: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        })
+    }
+
+    async fn call_text(
+        &self,
+        request: http::Request<Vec<u8>>,
+        deadline: Duration,
+    ) -> Result<String, ProxyError> {
         let call = self.client.request_text(request);
         let text = match tokio::time::timeout(deadline, call).await {
             Err(_) => return Err(ProxyError::Timeout(deadline)),
@@ -149,12 +189,14 @@ impl ServerProxy {
             }
             Ok(result) => result?,
         };
-        serde_json::from_str(&text).map_err(|e| {
-            ProxyError::Decode(format!(
-                "{e}: {}",
-                text.chars().take(200).collect::<String>()
-            ))
-        })
+        Ok(text)
+    }
+
+    /// A POST whose answer is ignored (204 or a JSON boolean).
+    async fn post_empty(&self, path: &str, body: &serde_json::Value) -> Result<(), ProxyError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ProxyError::Decode(e.to_string()))?;
+        let request = self.request(http::Method::POST, path, bytes)?;
+        self.call_text(request, self.timeout).await.map(drop)
     }
 
     /// A new session (`POST /session`).
@@ -167,16 +209,138 @@ impl ServerProxy {
         .await
     }
 
+    /// One session (`GET /session/{id}`).
+    pub async fn session(&self, id: &str) -> Result<Session, ProxyError> {
+        self.get_json(&format!("/session/{id}")).await
+    }
+
+    /// Deletes a session and its messages (`DELETE /session/{id}`).
+    pub async fn delete_session(&self, id: &str) -> Result<(), ProxyError> {
+        let request = self.request(http::Method::DELETE, &format!("/session/{id}"), Vec::new())?;
+        self.call_text(request, self.timeout).await.map(drop)
+    }
+
+    /// A session's messages with their parts, oldest first (`GET /session/{id}/message`).
+    pub async fn messages(&self, session: &str) -> Result<Vec<Message>, ProxyError> {
+        self.get_json(&format!("/session/{session}/message")).await
+    }
+
     /// Sends a prompt and waits for the whole answer (`POST /session/{id}/message`).
     pub async fn prompt(
         &self,
         session: &str,
         text: &str,
         deadline: Duration,
-    ) -> Result<Reply, ProxyError> {
-        let body = serde_json::json!({"parts": [{"type": "text", "text": text}]});
-        self.post_json(&format!("/session/{session}/message"), &body, deadline)
+    ) -> Result<Message, ProxyError> {
+        self.post_json(
+            &format!("/session/{session}/message"),
+            &prompt_body(text),
+            deadline,
+        )
+        .await
+    }
+
+    /// Starts a turn and returns at once (`POST /session/{id}/prompt_async`, 204); the answer
+    /// arrives on [`Self::events`].
+    pub async fn prompt_async(&self, session: &str, text: &str) -> Result<(), ProxyError> {
+        self.post_empty(
+            &format!("/session/{session}/prompt_async"),
+            &prompt_body(text),
+        )
+        .await
+    }
+
+    /// Stops a session's running turn (`POST /session/{id}/abort`).
+    pub async fn abort(&self, session: &str) -> Result<(), ProxyError> {
+        self.post_empty(&format!("/session/{session}/abort"), &serde_json::json!({}))
             .await
+    }
+
+    /// Answers a tool call's permission request (`POST /permission/{id}/reply`).
+    pub async fn reply_permission(
+        &self,
+        request: &str,
+        reply: PermissionReply,
+    ) -> Result<(), ProxyError> {
+        self.post_empty(
+            &format!("/permission/{request}/reply"),
+            &serde_json::json!({"reply": reply.as_str()}),
+        )
+        .await
+    }
+
+    /// Permission requests waiting for an answer (`GET /permission`).
+    pub async fn pending_permissions(
+        &self,
+    ) -> Result<Vec<super::types::PermissionRequest>, ProxyError> {
+        self.get_json("/permission").await
+    }
+
+    /// The server's event stream (`GET /event`). The call waits only for the response head;
+    /// the stream itself has no deadline: the caller watches the 10 s heartbeats.
+    pub async fn events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<Event, StreamError>> + Send + use<>, ProxyError> {
+        let request = self
+            .request(http::Method::GET, "/event", Vec::new())?
+            .map(kube::client::Body::from);
+        let response = tokio::time::timeout(self.timeout, self.client.send(request))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))??;
+        let status = response.status().as_u16();
+        if status == 401 {
+            return Err(ProxyError::Unauthorized);
+        }
+        if status != 200 {
+            let body = response
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            return Err(ProxyError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            });
+        }
+        let bytes = http_body_util::BodyDataStream::new(response.into_body());
+        Ok(events::decode_stream(
+            bytes.map_err(|e| e.to_string()).boxed(),
+        ))
+    }
+
+    /// Passes one request of a local OpenCode client through to the server (`attach
+    /// --opencode`): the client's own `directory` gives way to the Agent's workspace, and
+    /// the credential is this proxy's. The response streams back as the server sends it.
+    pub async fn forward(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        content_type: Option<&http::HeaderValue>,
+        body: Vec<u8>,
+    ) -> Result<http::Response<kube::client::Body>, ProxyError> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let kept: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k != "directory" && k != "auth_token")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let path = if kept.is_empty() {
+            path.to_string()
+        } else {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .finish();
+            format!("{path}?{query}")
+        };
+        let mut request = self.request(method, &path, Vec::new())?;
+        if let Some(value) = content_type {
+            request
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value.clone());
+        }
+        let request = request.map(|_| kube::client::Body::from(body));
+        Ok(self.client.send(request).await?)
     }
 
     /// OpenCode's own health report.
@@ -193,6 +357,10 @@ impl ServerProxy {
     pub async fn session_statuses(&self) -> Result<SessionStatuses, ProxyError> {
         self.get_json("/session/status").await
     }
+}
+
+fn prompt_body(text: &str) -> serde_json::Value {
+    serde_json::json!({"parts": [{"type": "text", "text": text}]})
 }
 
 #[cfg(test)]

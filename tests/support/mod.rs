@@ -9,6 +9,7 @@
 //!   password;
 //! - [`git`]: Git repositories the testbed's pods can clone;
 //! - [`opencode`]: an Agent's OpenCode server through the service proxy ([`Server`]);
+//! - [`tmux`]: a terminal program driven as a person uses it ([`tmux::Tmux`]);
 //! - [`pausable`]: a loopback proxy to the apiserver that a test can pause ([`PausableProxy`]).
 
 // Each test crate uses a different subset of these helpers.
@@ -21,6 +22,7 @@ pub mod git;
 pub mod opencode;
 pub mod pausable;
 pub mod process;
+pub mod tmux;
 
 pub use agent::{
     condition, ready_agent, server_env, server_password, server_pod, server_pods, stub_model_config,

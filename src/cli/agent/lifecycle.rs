@@ -255,7 +255,7 @@ pub(super) async fn wait(cluster_args: &ClusterArgs, args: WaitArgs) -> anyhow::
 
 /// Watches one Agent until `for_` holds or `timeout` passes; the timeout error names what was
 /// last seen.
-async fn wait_for(
+pub(super) async fn wait_for(
     cluster: &Cluster,
     ns: &str,
     name: &str,

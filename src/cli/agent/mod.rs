@@ -26,6 +26,7 @@ use super::output::{OutputFormat, Printer};
 use crate::api::{API_VERSION, Agent};
 use crate::cluster::{Cluster, ClusterArgs};
 
+pub use attach::{Attached, explain};
 pub use create::{
     CreateArgs, CreateOutput, CredentialFlag, DryRun, GitContextFlag, agent_from_flags,
     agents_from_text, parse_credential, parse_git_context,
@@ -62,8 +63,8 @@ pub enum AgentCommand {
     Logs(LogsArgs),
     /// Wait until an Agent is ready, suspended or deleted.
     Wait(WaitArgs),
-    /// Talk to an Agent's OpenCode server through the apiserver (no port-forward, no
-    /// Ingress): `--prompt TEXT` sends one prompt and prints the answer.
+    /// Chat with an Agent's OpenCode server through the apiserver (no port-forward, no
+    /// Ingress, no local OpenCode); `--prompt TEXT` sends one prompt and streams the answer.
     Attach(attach::AttachArgs),
 }
 

@@ -30,6 +30,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 pub use apply::APPLIED_DIGEST_ANNOTATION;
+pub use standby::suspended_by_standby;
 use status::Verdict;
 
 use super::{Context, pod, stores};
@@ -383,7 +384,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     {
         let now = Timestamp::now();
         let previous = existing.idle_since.as_ref().map(|t| t.0);
-        match standby::activity(&ctx, &ns, &name, &proxy).await {
+        match standby::activity(&ctx, &agent, &proxy, now).await {
             Ok(activity) => {
                 idle_since = standby::next_idle_since(previous, &activity, now);
                 if let Some(since) = idle_since {

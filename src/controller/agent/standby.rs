@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::ReconcileError;
 use super::status::publish;
-use crate::api::Agent;
 use crate::api::task::Task;
+use crate::api::{ATTACH_HEARTBEAT_ANNOTATION, ATTACH_HEARTBEAT_INTERVAL, Agent};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::opencode::client::ServerProxy;
 
@@ -57,7 +57,7 @@ pub(super) fn unfinished_tasks(ctx: &Context, ns: &str, name: &str) -> Vec<Arc<T
 /// Whether spec.suspend was set by the standby clock: this controller alone owns the field
 /// (per managedFields). A suspend by a person (`kubectl kubeoc agent suspend`, `kubectl
 /// apply`, `kubectl patch`) is theirs to lift, so a Task does not resume it.
-pub(super) fn suspended_by_standby(agent: &Agent) -> bool {
+pub fn suspended_by_standby(agent: &Agent) -> bool {
     let owners: Vec<&str> = agent
         .metadata
         .managed_fields
@@ -93,13 +93,33 @@ pub(super) async fn resume_for_task(
     set_suspend(ctx, agent, false, event).await
 }
 
-/// Reads the Agent's unfinished Tasks and its server's sessions.
+/// When `kubectl kubeoc agent attach` last stamped the Agent, if it did.
+pub(super) fn attach_heartbeat(agent: &Agent) -> Option<Timestamp> {
+    agent
+        .annotations()
+        .get(ATTACH_HEARTBEAT_ANNOTATION)?
+        .parse::<Timestamp>()
+        .ok()
+}
+
+/// Whether a heartbeat stamped at `beat` still means someone is attached at `now`: younger
+/// than two intervals, so one late renewal does not count as gone.
+pub(super) fn attached(beat: Option<Timestamp>, now: Timestamp) -> bool {
+    let fresh = k8s_openapi::jiff::SignedDuration::try_from(2 * ATTACH_HEARTBEAT_INTERVAL)
+        .unwrap_or_default();
+    beat.is_some_and(|beat| now.duration_since(beat) < fresh)
+}
+
+/// Reads the Agent's unfinished Tasks, its server's sessions and its attach heartbeat.
 pub(super) async fn activity(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    agent: &Agent,
     proxy: &ServerProxy,
+    now: Timestamp,
 ) -> Result<Activity, ReconcileError> {
+    let (ns, name) = (agent.namespace().unwrap_or_default(), agent.name_any());
+    let (ns, name) = (ns.as_str(), name.as_str());
+    let heartbeat = attach_heartbeat(agent);
     let unfinished = unfinished_tasks(ctx, ns, name).len();
     let object = format!("the OpenCode server of Agent {ns}/{name}");
     let proxy_err = |source| ReconcileError::Server {
@@ -121,9 +141,12 @@ pub(super) async fn activity(
         .map(|s| s.time.updated)
         .max()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .into_iter()
+        .chain(heartbeat.filter(|beat| *beat <= now))
+        .max()
         .map(whole_second);
     Ok(Activity {
-        busy: unfinished > 0 || busy_sessions > 0,
+        busy: unfinished > 0 || busy_sessions > 0 || attached(heartbeat, now),
         last,
     })
 }
@@ -207,6 +230,31 @@ pub(super) async fn set_suspend(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_attach_heartbeat_means_someone_is_attached() {
+        let now: Timestamp = "2026-12-02T10:00:00Z".parse().expect("time");
+        let ago = |s: i64| now - k8s_openapi::jiff::SignedDuration::from_secs(s);
+        assert!(attached(Some(ago(5)), now));
+        assert!(attached(Some(ago(119)), now), "one late renewal");
+        assert!(!attached(Some(ago(121)), now));
+        assert!(!attached(None, now));
+        let mut agent = Agent::new("a", crate::api::AgentSpec::default());
+        agent.annotations_mut().insert(
+            ATTACH_HEARTBEAT_ANNOTATION.to_string(),
+            "2026-12-02T09:59:30Z".to_string(),
+        );
+        assert_eq!(attach_heartbeat(&agent), Some(ago(30)));
+        agent.annotations_mut().insert(
+            ATTACH_HEARTBEAT_ANNOTATION.to_string(),
+            "yesterday".to_string(),
+        );
+        assert_eq!(
+            attach_heartbeat(&agent),
+            None,
+            "an unreadable stamp counts for nothing"
+        );
+    }
 
     #[test]
     fn only_a_suspend_the_controller_alone_owns_counts_as_standby() {
