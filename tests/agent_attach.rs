@@ -24,7 +24,7 @@ use kube::{Api, Client};
 use kubeoc::api::Agent;
 use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
-use support::tmux::Tmux;
+use support::tmux::{Tmux, shows_answer};
 use support::{
     BINARY, Controller, Server, apply, kubeconfig, kubectl, kubeoc, kubeoc_with_input,
     prepare_namespace, ready_agent, server_password, server_pod, stub_model_config,
@@ -177,7 +177,8 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
     );
     // The older session is second in the list (newest first): open it.
     term.keys(&["Down", "Enter"])?;
-    term.wait_for("word by word here", SCREEN).await?;
+    term.wait_for_answer("first answer streams word by word here", SCREEN)
+        .await?;
 
     // A permission prompt answered with y lets the tool run.
     term.type_text(r#"[[tool:bash:{"command":"echo kubeoc-permitted","description":"Say it"}]][[reply:the tool ran]]"#)?;
@@ -188,7 +189,7 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
         "the command is shown: {asked}"
     );
     term.keys(&["y"])?;
-    term.wait_for("the tool ran", SCREEN).await?;
+    term.wait_for_answer("the tool ran", SCREEN).await?;
     term.keys(&["C-o"])?;
     term.wait_for("│ kubeoc-permitted", SCREEN).await?;
 
@@ -196,7 +197,7 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
     term.wait_for("idle", SCREEN).await?;
     term.type_text("[[slow:400]][[reply:one two three four five six seven eight nine ten eleven twelve thirteen]]")?;
     term.keys(&["Enter"])?;
-    term.wait_for("one two", SCREEN).await?;
+    term.wait_for_answer("one two", SCREEN).await?;
     term.keys(&["C-c"])?;
     term.wait_for("the turn was aborted", SCREEN).await?;
     let server = Server::connect(&client, &n, "chat").await?;
@@ -266,7 +267,7 @@ async fn the_chat_terminal_reconnects_when_the_server_pod_is_replaced() -> anyho
     term.wait_for("connected", SCREEN).await?;
     term.type_text("[[reply:before the restart]]")?;
     term.keys(&["Enter"])?;
-    term.wait_for("before the restart", SCREEN).await?;
+    term.wait_for_answer("before the restart", SCREEN).await?;
     term.wait_for("idle", SCREEN).await?;
 
     let old = server_pod(&client, &n, "steady").await?;

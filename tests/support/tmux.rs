@@ -111,6 +111,17 @@ impl Tmux {
         .await
     }
 
+    /// Waits until a line of the screen starts with `answer`: the agent's answers start at the
+    /// left edge, while the echoed prompts (which contain the scripted answer) are indented.
+    pub async fn wait_for_answer(&self, answer: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_until(
+            &format!("an answer line starting {answer:?}"),
+            timeout,
+            |s| shows_answer(s, answer),
+        )
+        .await
+    }
+
     /// Waits until `check` holds for the screen.
     pub async fn wait_until(
         &self,
@@ -135,4 +146,9 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = tmux(&self.socket, &["kill-server"]);
     }
+}
+
+/// Whether a line of `screen` starts with `answer` (see [`Tmux::wait_for_answer`]).
+pub fn shows_answer(screen: &str, answer: &str) -> bool {
+    screen.lines().any(|l| l.starts_with(answer))
 }
