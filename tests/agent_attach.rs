@@ -151,12 +151,13 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
     // A prompt streams in.
     term.type_text("[[slow:150]][[reply:first answer streams word by word here]]")?;
     term.keys(&["Enter"])?;
-    let streaming = term.wait_for("first answer", SCREEN).await?;
-    let done = term.wait_for("word by word here", SCREEN).await?;
+    let streaming = term.wait_for_answer("first answer", SCREEN).await?;
     ensure!(
-        streaming.contains("busy") || done.contains("idle"),
-        "busy or idle shown: {done}"
+        streaming.contains("busy") || streaming.contains("idle"),
+        "the status bar says busy or idle: {streaming}"
     );
+    term.wait_for_answer("first answer streams word by word here", SCREEN)
+        .await?;
     term.wait_for("idle", SCREEN).await?;
 
     // Ctrl+N, a second prompt in a new session; Ctrl+S lists both.
@@ -164,7 +165,7 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
     term.wait_for("new session", SCREEN).await?;
     term.type_text("[[reply:second answer]]")?;
     term.keys(&["Enter"])?;
-    let second = term.wait_for("second answer", SCREEN).await?;
+    let second = term.wait_for_answer("second answer", SCREEN).await?;
     ensure!(
         !second.contains("first answer streams"),
         "a new session starts empty: {second}"
@@ -290,14 +291,14 @@ async fn the_chat_terminal_reconnects_when_the_server_pod_is_replaced() -> anyho
         })
         .await?;
     ensure!(
-        back.contains("before the restart"),
+        shows_answer(&back, "before the restart"),
         "the transcript survived: {back}"
     );
     term.type_text("[[reply:after the restart]]")?;
     term.keys(&["Enter"])?;
-    let after = term.wait_for("after the restart", SCREEN).await?;
+    let after = term.wait_for_answer("after the restart", SCREEN).await?;
     ensure!(
-        after.contains("before the restart"),
+        shows_answer(&after, "before the restart"),
         "one session, both turns: {after}"
     );
     drop(controller);

@@ -57,7 +57,7 @@ kubectl -n "$ns" get agent team-agent -o jsonpath='{range .status.conditions[*]}
 
 # Until Tasks land, one prompt through the apiserver's service proxy, as a person sends it:
 # kubeoc reads the password from the Agent's Secret and sends it in a header (never the URL).
-say "kubectl kubeoc agent attach team-agent --prompt ... (through the apiserver service proxy); the answer:"
+say "kubectl kubeoc agent attach team-agent --prompt ... (through the apiserver service proxy); the answer, streamed:"
 "$plugin" -n "$ns" agent attach team-agent --prompt "[[reply:Hello from the team-agent, running on the testbed.]]"
 
 cat <<MSG
@@ -68,5 +68,6 @@ Next (kubectl finds the plugin on PATH as kubectl-kubeoc):
   kubectl kubeoc agent describe team-agent -n $ns
   kubectl kubeoc agent logs team-agent -n $ns
   curl -s http://127.0.0.1:8080/metrics | grep ^kubeoc_   # the controller's metrics
+  kubectl kubeoc agent attach team-agent -n $ns     # the chat terminal (? shows the keys)
   kubectl kubeoc agent attach team-agent -n $ns --prompt "What is in code/README.md?"
 MSG
