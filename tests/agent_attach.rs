@@ -11,7 +11,9 @@
 //!   transcript is intact afterwards and a new prompt works;
 //! - a suspended Agent: `--resume` brings it back; an attached idle person keeps a short
 //!   standby timeout from suspending the Agent, while the same Agent unattached is suspended;
-//! - RBAC: a user bound only to `kubeoc-user` can attach; one without it gets the rule to add.
+//! - RBAC: a user bound only to `kubeoc-user` can attach; one without it gets the rule to add;
+//! - `--opencode`: the user's own OpenCode TUI answers through the loopback proxy, and the
+//!   password is in no process's arguments.
 
 mod support;
 
@@ -510,6 +512,60 @@ async fn a_kubeoc_user_can_attach_and_one_without_the_proxy_right_gets_the_rule(
             && !as_stranger.stderr.contains("panicked"),
         "the advice names the rules: {as_stranger}"
     );
+    drop(controller);
+    Ok(())
+}
+
+#[tokio::test]
+async fn opencode_flag_runs_the_users_opencode_through_a_loopback_proxy() -> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = prepare_namespace(&client, "attach-opencode").await?;
+    let n = ns.name.clone();
+    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
+    apply(&n, &agent("own-tui", json!({}))).await?;
+    ready_agent(&Api::namespaced(client.clone(), &n), "own-tui", WAIT).await?;
+    let password = server_password(&client, &n, "own-tui").await?;
+
+    // The user's own opencode: the testbed's pinned binary, first on PATH, with a scratch home.
+    let home = tempfile::tempdir()?;
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let opencode = kubeoc_testbed::repo_root()
+        .join("testbed/opencode/node_modules/opencode-ai/bin/opencode.exe");
+    std::os::unix::fs::symlink(&opencode, bin.join("opencode"))?;
+    let h = home.path().display();
+    let command = format!(
+        "env HOME={h} XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data XDG_CACHE_HOME={h}/cache \
+         XDG_STATE_HOME={h}/state OPENCODE_DISABLE_AUTOUPDATE=1 OPENCODE_DISABLE_MODELS_FETCH=1 \
+         npm_config_registry=http://127.0.0.1:9 PATH={}:/usr/bin:/bin {}",
+        bin.display(),
+        attach_command(&n, "own-tui", "--opencode")?
+    );
+    let term = Tmux::start("opencode", &command, 120, 35)?;
+    term.wait_for("/workspace", SCREEN).await?;
+    term.type_text("[[reply:through the kubeoc proxy]]")?;
+    term.keys(&["Enter"])?;
+    term.wait_until("OpenCode's TUI to show the answer", SCREEN, |s| {
+        s.lines().any(|l| l.trim() == "through the kubeoc proxy")
+    })
+    .await?;
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()?;
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    ensure!(
+        !ps.contains(&password),
+        "the password is in a process's arguments"
+    );
+    ensure!(
+        ps.lines().any(|l| l.contains("attach http://127.0.0.1:")),
+        "the child attaches to the loopback proxy: {ps}"
+    );
+    ensure!(
+        !term.scrollback()?.contains(&password),
+        "the password is on screen"
+    );
+    drop(term);
     drop(controller);
     Ok(())
 }
