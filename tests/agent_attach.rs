@@ -51,6 +51,36 @@ fn agent(name: &str, extra_spec: Value) -> Value {
            "metadata": {"name": name}, "spec": spec})
 }
 
+/// A namespace of its own with a controller for it.
+struct Bed {
+    client: Client,
+    n: String,
+    _ns: kubeoc_testbed::TestNamespace,
+    _controller: Controller,
+}
+
+impl Bed {
+    async fn start(prefix: &str) -> anyhow::Result<Self> {
+        let client = admin_client().await?;
+        let ns = prepare_namespace(&client, prefix).await?;
+        let n = ns.name.clone();
+        let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
+        Ok(Self {
+            client,
+            n,
+            _ns: ns,
+            _controller: controller,
+        })
+    }
+
+    /// Applies [`agent`] `name` with `extra_spec` and waits until it is Ready.
+    async fn ready_agent(&self, name: &str, extra_spec: Value) -> anyhow::Result<()> {
+        apply(&self.n, &agent(name, extra_spec)).await?;
+        ready_agent(&Api::namespaced(self.client.clone(), &self.n), name, WAIT).await?;
+        Ok(())
+    }
+}
+
 /// The shell command line that attaches to `agent` in `ns` (for tmux).
 fn attach_command(ns: &str, agent: &str, extra: &str) -> anyhow::Result<String> {
     Ok(format!(
@@ -62,12 +92,9 @@ fn attach_command(ns: &str, agent: &str, extra: &str) -> anyhow::Result<String> 
 #[tokio::test]
 async fn prompt_prints_the_answer_and_a_failed_turn_exits_1_with_the_models_message()
 -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-prompt").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
-    apply(&n, &agent("helper", json!({}))).await?;
-    ready_agent(&Api::namespaced(client.clone(), &n), "helper", WAIT).await?;
+    let bed = Bed::start("attach-prompt").await?;
+    bed.ready_agent("helper", json!({})).await?;
+    let n = bed.n.clone();
 
     let ok = kubeoc(&[
         "-n",
@@ -131,19 +158,15 @@ async fn prompt_prints_the_answer_and_a_failed_turn_exits_1_with_the_models_mess
             && failed.stderr.contains("stub model error 400"),
         "the model's message on stderr: {failed}"
     );
-    drop(controller);
     Ok(())
 }
 
 #[tokio::test]
 async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_aborts()
 -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-tui").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
-    apply(&n, &agent("chat", json!({}))).await?;
-    ready_agent(&Api::namespaced(client.clone(), &n), "chat", WAIT).await?;
+    let bed = Bed::start("attach-tui").await?;
+    bed.ready_agent("chat", json!({})).await?;
+    let (client, n) = (bed.client.clone(), bed.n.clone());
     let password = server_password(&client, &n, "chat").await?;
 
     let term = Tmux::start("tui", &attach_command(&n, "chat", "")?, 100, 30)?;
@@ -153,11 +176,7 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
     // A prompt streams in.
     term.type_text("[[slow:150]][[reply:first answer streams word by word here]]")?;
     term.keys(&["Enter"])?;
-    let streaming = term.wait_for_answer("first answer", SCREEN).await?;
-    ensure!(
-        streaming.contains("busy") || streaming.contains("idle"),
-        "the status bar says busy or idle: {streaming}"
-    );
+    // (That partial answers show while the turn runs is what the abort below proves.)
     term.wait_for_answer("first answer streams word by word here", SCREEN)
         .await?;
     term.wait_for("idle", SCREEN).await?;
@@ -252,16 +271,13 @@ async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_abo
         Ok(term.exited()?.then_some(()))
     })
     .await?;
-    drop(controller);
     Ok(())
 }
 
 #[tokio::test]
 async fn the_chat_terminal_reconnects_when_the_server_pod_is_replaced() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-reconnect").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
+    let bed = Bed::start("attach-reconnect").await?;
+    let (client, n) = (bed.client.clone(), bed.n.clone());
     apply(&n, &agent("steady", json!({}))).await?;
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
     ready_agent(&agents, "steady", WAIT).await?;
@@ -303,17 +319,14 @@ async fn the_chat_terminal_reconnects_when_the_server_pod_is_replaced() -> anyho
         shows_answer(&after, "before the restart"),
         "one session, both turns: {after}"
     );
-    drop(controller);
     Ok(())
 }
 
 #[tokio::test]
 async fn resume_brings_a_suspended_agent_back_and_an_attached_person_holds_off_standby()
 -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-standby").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
+    let bed = Bed::start("attach-standby").await?;
+    let (client, n) = (bed.client.clone(), bed.n.clone());
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
 
     // --resume on a suspended Agent.
@@ -369,7 +382,6 @@ async fn resume_brings_a_suspended_agent_back_and_an_attached_person_holds_off_s
         "the attach stamps the Agent"
     );
     drop(term);
-    drop(controller);
     Ok(())
 }
 
@@ -419,12 +431,9 @@ async fn service_account_kubeconfig(
 #[tokio::test]
 async fn a_kubeoc_user_can_attach_and_one_without_the_proxy_right_gets_the_rule()
 -> anyhow::Result<()> {
-    let client: Client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-rbac").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
-    apply(&n, &agent("shared", json!({}))).await?;
-    ready_agent(&Api::namespaced(client.clone(), &n), "shared", WAIT).await?;
+    let bed = Bed::start("attach-rbac").await?;
+    bed.ready_agent("shared", json!({})).await?;
+    let n = bed.n.clone();
     kubectl(&["-n", &n, "create", "serviceaccount", "dev"], None).await?;
     kubectl(&["-n", &n, "create", "serviceaccount", "stranger"], None).await?;
     kubectl(
@@ -512,18 +521,14 @@ async fn a_kubeoc_user_can_attach_and_one_without_the_proxy_right_gets_the_rule(
             && !as_stranger.stderr.contains("panicked"),
         "the advice names the rules: {as_stranger}"
     );
-    drop(controller);
     Ok(())
 }
 
 #[tokio::test]
 async fn opencode_flag_runs_the_users_opencode_through_a_loopback_proxy() -> anyhow::Result<()> {
-    let client = admin_client().await?;
-    let ns = prepare_namespace(&client, "attach-opencode").await?;
-    let n = ns.name.clone();
-    let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
-    apply(&n, &agent("own-tui", json!({}))).await?;
-    ready_agent(&Api::namespaced(client.clone(), &n), "own-tui", WAIT).await?;
+    let bed = Bed::start("attach-opencode").await?;
+    bed.ready_agent("own-tui", json!({})).await?;
+    let (client, n) = (bed.client.clone(), bed.n.clone());
     let password = server_password(&client, &n, "own-tui").await?;
 
     // The user's own opencode: the testbed's pinned binary, first on PATH, with a scratch home.
@@ -566,6 +571,5 @@ async fn opencode_flag_runs_the_users_opencode_through_a_loopback_proxy() -> any
         "the password is on screen"
     );
     drop(term);
-    drop(controller);
     Ok(())
 }

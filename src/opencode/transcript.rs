@@ -70,13 +70,10 @@ impl Transcript {
         }
     }
 
-    /// Replaces the messages with a fresh read after a reconnect, keeping the turn state the
-    /// messages cannot tell (a status event that arrived first).
+    /// Replaces everything with a fresh read of the session (after a reconnect, when events
+    /// may have been lost).
     pub fn resync(&mut self, messages: Vec<Message>) {
-        let fresh = Self::from_messages(&self.session_id, messages);
-        self.messages = fresh.messages;
-        self.error = fresh.error;
-        self.busy = fresh.busy;
+        *self = Self::from_messages(&self.session_id, messages);
     }
 
     fn message_mut(&mut self, message_id: &str) -> Option<&mut Message> {

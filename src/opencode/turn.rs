@@ -80,10 +80,7 @@ impl TurnFollower {
                 data: serde_json::json!({"message": "the session was deleted on the server"}),
             }));
         }
-        if self.outcome.is_some() && !self.at_line_start {
-            out.push(Output::Answer("\n".to_string()));
-            self.at_line_start = true;
-        }
+        self.end_line(&mut out);
         out
     }
 
@@ -105,11 +102,16 @@ impl TurnFollower {
                 });
             }
         }
+        self.end_line(&mut out);
+        out
+    }
+
+    /// Once the turn is over, ends the answer's last line.
+    fn end_line(&mut self, out: &mut Vec<Output>) {
         if self.outcome.is_some() && !self.at_line_start {
             out.push(Output::Answer("\n".to_string()));
             self.at_line_start = true;
         }
-        out
     }
 
     fn has_answer(&self, transcript: &Transcript) -> bool {

@@ -104,12 +104,9 @@ pub fn on_outcome(app: &mut App, outcome: Outcome) -> Vec<Command> {
             messages,
             permissions,
         } => {
-            let keep_open = app.session_id() == Some(session.as_str()) || app.transcript.is_none();
-            if keep_open {
-                match app.transcript.as_mut().filter(|t| t.session_id == session) {
-                    Some(transcript) => transcript.resync(messages),
-                    None => app.transcript = Some(Transcript::from_messages(&session, messages)),
-                }
+            // A late answer for a session the user has left since is dropped.
+            if let Some(transcript) = app.transcript.as_mut().filter(|t| t.session_id == session) {
+                transcript.resync(messages);
                 app.permissions = permissions
                     .into_iter()
                     .filter(|p| p.session_id == session)
