@@ -115,8 +115,10 @@ pub struct TaskStatus {
     /// The OpenCode session that ran the Task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionInfo>,
-    /// Conditions: Ready, Queued (reason AgentSuspended, AgentServerNotReady, AgentAtCapacity
-    /// or QuotaExceeded), Stopped (reason UserStopped or Timeout).
+    /// Conditions: Queued (True while waiting, reason AgentSuspended, AgentServerNotReady,
+    /// AgentAtCapacity, QuotaExceeded or AgentNotFound), Stopped (reason UserStopped or
+    /// Timeout), Complete (phase Completed) and Failed (phase Failed, reason ModelError,
+    /// PodDeleted, PodFailed, Aborted, AgentNotFound or InvalidSpec, with the message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Option<Vec<Condition>>,

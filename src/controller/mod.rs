@@ -2,12 +2,14 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod conditions;
 pub mod git_remote;
 pub mod leader;
 pub mod metrics;
 pub mod pod;
 pub mod run;
 pub mod stores;
+pub mod task;
 
 use std::sync::Arc;
 
@@ -38,4 +40,10 @@ pub struct Context {
     pub health_backoff: backoff::Backoff,
     /// How often a Ready server's health is checked.
     pub health_interval: std::time::Duration,
+    /// The Task statuses this process wrote, until the watch cache shows them.
+    pub task_statuses: task::StatusMemo,
+    /// One lock per Agent's Task queue.
+    pub task_queues: task::QueueLocks,
+    /// The order the Task watch delivered Tasks in (first come, first served).
+    pub task_arrivals: task::Arrivals,
 }

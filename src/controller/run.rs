@@ -20,7 +20,7 @@ use super::backoff::Backoff;
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
 use super::stores::{self, Subscriptions};
-use super::{Context, agent, metrics, pod};
+use super::{Context, agent, metrics, pod, task};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
 
@@ -62,6 +62,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     // Recorded even without an endpoint: it costs a few atomics and keeps one code path.
     let metrics = Arc::new(Metrics::new());
     metrics.register_kind("Agent");
+    metrics.register_kind("Task");
     // Serve before anything else: probes must answer while we wait for the Lease, and keep
     // serving (readyz 503) while in-flight reconciles drain.
     let server = match options.metrics_addr {
@@ -84,6 +85,24 @@ async fn reconcile_agent(
     let timer = ctx.metrics.reconcile_started("Agent");
     let key = agent::backoff_key(&agent);
     let result = agent::reconcile(agent, ctx.clone()).await;
+    match &result {
+        Ok(_) => {
+            ctx.error_backoff.reset(&key);
+            timer.finish(None);
+        }
+        Err(err) => timer.finish(Some(err.label())),
+    }
+    result
+}
+
+/// Times and counts [`task::reconcile`] without touching it.
+async fn reconcile_task(
+    task: Arc<Task>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, task::ReconcileError> {
+    let timer = ctx.metrics.reconcile_started("Task");
+    let key = task::backoff_key(&task);
+    let result = task::reconcile(task, ctx.clone()).await;
     match &result {
         Ok(_) => {
             ctx.error_backoff.reset(&key);
@@ -186,6 +205,9 @@ async fn run_controllers(
         error_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         health_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
         health_interval: Duration::from_secs(60),
+        task_statuses: Default::default(),
+        task_queues: Default::default(),
+        task_arrivals: Default::default(),
     });
     let synced = {
         let (metrics, stores) = (metrics.clone(), stores.clone());
@@ -198,7 +220,7 @@ async fn run_controllers(
         })
     };
     // Ctrl-C and SIGTERM drain: in-flight reconciles finish.
-    let drain = {
+    let drain = || {
         let mut stop = stop_rx.clone();
         let metrics = metrics.clone();
         async move {
@@ -258,8 +280,49 @@ async fn run_controllers(
         secrets,
         config_maps,
         pods,
+        task_pods,
         tasks,
     } = subscriptions;
+    // An Agent's change (Ready, resumed, a new limit) concerns the Tasks waiting for it or
+    // running on it.
+    let all_tasks = stores.tasks.clone();
+    let tasks_of_agent = move |agent: Arc<Agent>| {
+        let (namespace, name) = (agent.namespace(), agent.name_any());
+        all_tasks
+            .state()
+            .into_iter()
+            .filter(|t| {
+                t.namespace() == namespace
+                    && t.spec.agent_ref.as_ref().is_some_and(|r| r.name == name)
+                    && !t
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| p.is_finished())
+            })
+            .map(|t| ObjectRef::from_obj(&*t))
+            .collect::<Vec<_>>()
+    };
+    // The watch's order is the queue's order within one second of creationTimestamp.
+    let arrivals = {
+        let (ctx, mut changes) = (ctx.clone(), tasks.clone());
+        tokio::spawn(async move {
+            while let Some(task) = changes.next().await {
+                ctx.task_arrivals.note(&task);
+            }
+        })
+    };
+    let task_controller = Controller::for_shared_stream(tasks.clone(), stores.tasks.clone())
+        .owns_shared_stream(task_pods)
+        .watches_shared_stream(agent_changes.clone(), tasks_of_agent)
+        .graceful_shutdown_on(drain())
+        .run(reconcile_task, task::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(task = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
+                Err(err) => tracing::debug!("reconcile error: {err}"),
+            }
+        });
     let mut controller = Controller::for_shared_stream(agent_changes, stores.agents.clone())
         .owns_shared_stream(deployments)
         .owns_shared_stream(services)
@@ -274,8 +337,8 @@ async fn run_controllers(
     if let Some(configs) = configs {
         controller = controller.watches_shared_stream(configs, every_agent);
     }
-    let reconciling = controller
-        .graceful_shutdown_on(drain)
+    let agent_controller = controller
+        .graceful_shutdown_on(drain())
         .run(reconcile_agent, agent::error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -283,6 +346,9 @@ async fn run_controllers(
                 Err(err) => tracing::debug!("reconcile error: {err}"),
             }
         });
+    let reconciling = async move {
+        futures::join!(agent_controller, task_controller);
+    };
     // Losing the Lease stops reconciling at once: dropping the controller cancels in-flight
     // reconciles, whose writes could otherwise land after another leader's.
     let mut leading = leading_rx.clone();
@@ -302,6 +368,7 @@ async fn run_controllers(
         }
     }
     drop(watches);
+    arrivals.abort();
 
     synced.abort();
     let lost = options.leader_elect && !*leading_rx.borrow() && !*stop_rx.borrow();

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::pod::CHILD_SELECTOR;
+use super::pod::{CHILD_SELECTOR, TASK_POD_SELECTOR};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
 
@@ -35,6 +35,8 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
     pub pods: Store<Pod>,
+    /// Pods of Tasks (label `kubeopencode.io/task`).
+    pub task_pods: Store<Pod>,
     pub tasks: Store<Task>,
     synced: Arc<AtomicBool>,
 }
@@ -50,6 +52,7 @@ pub struct Subscriptions {
     pub secrets: ReflectHandle<Secret>,
     pub config_maps: ReflectHandle<ConfigMap>,
     pub pods: ReflectHandle<Pod>,
+    pub task_pods: ReflectHandle<Pod>,
     pub tasks: ReflectHandle<Task>,
 }
 
@@ -142,6 +145,11 @@ pub fn start(
         watch(namespaced(client, namespace), children(), &mut tasks);
     // Server pods carry the children's labels too (the pod template has them).
     let (pods, pods_sub) = watch(namespaced(client, namespace), children(), &mut tasks);
+    let (task_pods, task_pods_sub) = watch(
+        namespaced(client, namespace),
+        watcher::Config::default().labels(TASK_POD_SELECTOR),
+        &mut tasks,
+    );
     let (tasks_store, tasks_sub) = watch(
         namespaced::<Task>(client, namespace),
         watcher::Config::default(),
@@ -157,6 +165,7 @@ pub fn start(
         secrets,
         config_maps,
         pods,
+        task_pods,
         tasks: tasks_store,
         synced: Arc::default(),
     };
@@ -170,6 +179,7 @@ pub fn start(
         secrets: secrets_sub,
         config_maps: config_maps_sub,
         pods: pods_sub,
+        task_pods: task_pods_sub,
         tasks: tasks_sub,
     };
     (stores, subscriptions, Watches { tasks })
@@ -212,6 +222,7 @@ impl Stores {
             && ready(&self.secrets).await
             && ready(&self.config_maps).await
             && ready(&self.pods).await
+            && ready(&self.task_pods).await
             && ready(&self.tasks).await;
         if all {
             self.synced.store(true, Ordering::Release);

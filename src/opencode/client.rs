@@ -353,6 +353,18 @@ impl ServerProxy {
         self.get_json("/session").await
     }
 
+    /// The session titled exactly `title`, if there is one (the newest when there are several).
+    pub async fn session_titled(&self, title: &str) -> Result<Option<Session>, ProxyError> {
+        let search = form_urlencoded::Serializer::new(String::new())
+            .append_pair("search", title)
+            .finish();
+        let found: Vec<Session> = self.get_json(&format!("/session?{search}")).await?;
+        Ok(found
+            .into_iter()
+            .filter(|s| s.title == title)
+            .max_by_key(|s| s.time.created))
+    }
+
     /// Sessions that are not idle, by session ID.
     pub async fn session_statuses(&self) -> Result<SessionStatuses, ProxyError> {
         self.get_json("/session/status").await

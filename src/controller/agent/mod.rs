@@ -128,7 +128,7 @@ pub fn backoff_key(agent: &Agent) -> String {
 
 /// The cluster's KubeOpenCodeConfig (`cluster`) from its cache, or defaults when there is
 /// none (or this controller may not watch it: then there is no cache).
-fn cluster_config(ctx: &Context) -> KubeOpenCodeConfigSpec {
+pub(crate) fn cluster_config(ctx: &Context) -> KubeOpenCodeConfigSpec {
     ctx.stores
         .configs
         .as_ref()

@@ -4,8 +4,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -13,60 +12,8 @@ use serde_json::json;
 
 use super::ReconcileError;
 use crate::api::{Agent, AgentPhase, AgentStatus};
+pub(super) use crate::controller::conditions::{Verdict, conditions};
 use crate::controller::{Context, FIELD_MANAGER};
-
-/// One condition as we compute it, before timestamps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Verdict {
-    pub(super) type_: &'static str,
-    pub(super) ok: bool,
-    pub(super) reason: String,
-    pub(super) message: String,
-}
-
-impl Verdict {
-    pub(super) fn new(
-        type_: &'static str,
-        ok: bool,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            ok,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Conditions with `lastTransitionTime` kept from `existing` when the status did not flip, so
-/// an unchanged state renders byte-for-byte the same status (and is not written).
-pub(super) fn conditions(
-    existing: &[Condition],
-    verdicts: &[Verdict],
-    generation: i64,
-) -> Vec<Condition> {
-    verdicts
-        .iter()
-        .map(|v| {
-            let status = if v.ok { "True" } else { "False" }.to_string();
-            let previous = existing.iter().find(|c| c.type_ == v.type_);
-            let since = match previous {
-                Some(c) if c.status == status => c.last_transition_time.clone(),
-                _ => Time(Timestamp::now()),
-            };
-            Condition {
-                type_: v.type_.to_string(),
-                status,
-                reason: v.reason.clone(),
-                message: v.message.clone(),
-                observed_generation: Some(generation),
-                last_transition_time: since,
-            }
-        })
-        .collect()
-}
 
 /// The first thing keeping a server pod from running, in words that stay the same while the
 /// problem does (no restart counts or times, so the status is not rewritten on every pass).
@@ -480,49 +427,11 @@ pub(super) async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")
-    }
-
-    #[test]
-    fn conditions_keep_transition_times_until_status_flips() {
-        let first = conditions(
-            &[],
-            &[Verdict::new(
-                "ServerReady",
-                false,
-                "DeploymentUnavailable",
-                "0/1",
-            )],
-            1,
-        );
-        let again = conditions(
-            &first,
-            &[Verdict::new(
-                "ServerReady",
-                false,
-                "DeploymentUnavailable",
-                "0/1",
-            )],
-            1,
-        );
-        assert_eq!(
-            first, again,
-            "an unchanged verdict renders the same condition"
-        );
-        let flipped = conditions(
-            &first,
-            &[Verdict::new(
-                "ServerReady",
-                true,
-                "DeploymentAvailable",
-                "1/1",
-            )],
-            1,
-        );
-        assert_eq!(flipped[0].status, "True");
-        assert!(flipped[0].last_transition_time.0 >= first[0].last_transition_time.0);
     }
 
     fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {

@@ -177,17 +177,8 @@ pub(super) fn plan_contexts(
     let mut dirs: Vec<(String, String)> = Vec::new(); // (source dir, target dir)
 
     for (i, item) in spec.contexts.iter().flatten().enumerate() {
-        let label = item
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("{}-{i}", type_name(item.type_).to_lowercase()));
-        let header = format!(
-            "<context name=\"{}\" namespace=\"{}\" type=\"{}\">",
-            xml_attr(&label),
-            xml_attr(namespace),
-            type_name(item.type_)
-        );
+        let label = context_label(item, i);
+        let header = context_header(&label, namespace, item.type_);
         let target = item
             .mount_path
             .as_deref()
@@ -474,6 +465,25 @@ fn repo_sub_path(path: Option<&str>) -> Option<String> {
     (!cleaned.is_empty()).then(|| cleaned.join("/"))
 }
 
+/// The opening tag that wraps a context's content where it is inlined: the context file and a
+/// Task's prompt.
+pub fn context_header(label: &str, namespace: &str, type_: ContextType) -> String {
+    format!(
+        "<context name=\"{}\" namespace=\"{}\" type=\"{}\">",
+        xml_attr(label),
+        xml_attr(namespace),
+        type_name(type_)
+    )
+}
+
+/// The label of the `index`th context: its name, else its type and position.
+pub fn context_label(item: &crate::api::context::ContextItem, index: usize) -> String {
+    item.name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("{}-{index}", type_name(item.type_).to_lowercase()))
+}
+
 fn type_name(t: ContextType) -> &'static str {
     match t {
         ContextType::Text => "Text",
@@ -491,7 +501,8 @@ fn xml_attr(value: &str) -> String {
         .replace('<', "&lt;")
 }
 
-fn runtime_text(agent: &str, namespace: &str, workspace: &str) -> String {
+/// What a Runtime context tells the agent about where it runs.
+pub fn runtime_text(agent: &str, namespace: &str, workspace: &str) -> String {
     format!(
         "## KubeOpenCode runtime\n\n\
 You are an AI coding agent: a long-running OpenCode server in a Kubernetes Pod, managed by \

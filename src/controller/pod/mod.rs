@@ -35,8 +35,8 @@
 //! `names` (child names, labels, ownership), `merge` (the AgentTemplate merge, the cluster's
 //! proxy), `validate`, `contexts` (contexts, skills, opencode.json), `git`, `plugins`,
 //! `credentials`, `env` (CA bundle, proxy), `containers` (helper containers, security
-//! contexts), `volumes` and `paths` (small helpers), and `server` (the Deployment, Service, PVCs
-//! and Secret). Callers use the re-exports here.
+//! contexts), `volumes` and `paths` (small helpers), `server` (the Deployment, Service, PVCs
+//! and Secret) and `task` (the pod of an agentRef Task). Callers use the re-exports here.
 
 mod containers;
 mod contexts;
@@ -48,6 +48,7 @@ mod names;
 mod paths;
 mod plugins;
 mod server;
+mod task;
 mod validate;
 mod volumes;
 
@@ -64,6 +65,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use crate::api::KubeOpenCodeConfigSpec;
 use crate::api::config::PullPolicy;
 
+pub use contexts::{context_header, context_label, runtime_text};
 pub use env::{CaBundleSource, ca_bundle_source, proxy_variables};
 pub use git::{RolloutContext, ref_or_head, rollout_contexts};
 pub use merge::{effective_spec, with_cluster_proxy};
@@ -72,7 +74,12 @@ pub use names::{
     selector_labels, server_labels, server_port, service_name, service_url, sessions_pvc_name,
     workspace_pvc_name,
 };
+pub use paths::workspace_dir;
 pub use server::{auth_secret, build, opencode_port};
+pub use task::{
+    AttachTarget, PROMPT_ENV, TASK_CONTAINER, TASK_LABEL, TASK_POD_SELECTOR, attach_pod,
+    task_pod_name, task_session_title,
+};
 pub use validate::{InvalidSpec, unsupported, validate};
 
 /// Label on every child object (and the Deployment's selector): the Agent's name.

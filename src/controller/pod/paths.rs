@@ -16,6 +16,12 @@ pub(super) fn clean_path(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// The server's working directory, where its sessions live: workspaceDir normalised, or
+/// /workspace.
+pub fn workspace_dir(spec: &crate::api::AgentSpec) -> String {
+    clean_path(spec.workspace_dir.as_deref().unwrap_or("/workspace"))
+}
+
 /// A context mount path: absolute as given, relative under workspaceDir; normalised.
 pub(super) fn resolve_path(path: &str, workspace: &str) -> String {
     if path.starts_with('/') {

@@ -1,0 +1,273 @@
+//! The Task reconciler. A Task on a live Agent (agentRef) goes Pending -> Queued -> Running ->
+//! Completed | Failed:
+//!
+//! - **waiting**: the Agent's queue is admitted in one pass under a per-Agent lock
+//!   ([`queue`]), first come, first served, behind upstream's gates (Agent suspended, server
+//!   not ready, `maxConcurrentTasks`, quota window); every waiting Task gets its position.
+//! - **running** ([`running`]): pod `<task>-pod` runs `opencode run --attach` against the
+//!   Agent's server; when the pod ends, the outcome comes from the session on the server
+//!   ([`outcome`]), never from the exit code. A vanished pod fails the Task (PodDeleted); the
+//!   stop annotation and `timeout` abort the session on the server first.
+//! - **finished** ([`finish`]): the next Tasks in the Agent's queue are admitted, the
+//!   finalizer is dropped, and KubeOpenCodeConfig's cleanup (TTL, most retained) applies.
+//!
+//! A restarted controller picks Running Tasks up from their status: the pod name is
+//! deterministic and created once, so no Task starts twice. templateRef Tasks are not run by
+//! this version: they stay Pending with a condition that says so.
+
+mod admission;
+mod finish;
+mod outcome;
+mod prompt;
+mod queue;
+mod running;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+pub use admission::{Decision, Gate, Queue, decide};
+pub use outcome::{MAX_RESULT_BYTES, Outcome, judge, summary};
+pub use queue::{Arrivals, QueueLocks};
+pub use status::StatusMemo;
+
+use super::conditions::Verdict;
+use super::{Context, pod, stores};
+use crate::api::task::{STOP_ANNOTATION, Task, TaskPhase, TaskStatus};
+use crate::api::{Agent, AgentSpec};
+use crate::duration;
+use crate::opencode::client::{ProxyError, ServerProxy};
+
+/// Finalizer on a Task whose session may be live on the server: deleting the Task aborts it.
+pub const FINALIZER: &str = "kubeopencode.io/abort-session";
+
+/// Why a Task reconcile failed; the variant names the `error` label of
+/// `kubeoc_reconcile_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("writing status of {object}: {source}")]
+    Status {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{action} {object}: {source}")]
+    Write {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {object}: {source}")]
+    Read {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("asking the server of {object}: {source}")]
+    Server {
+        object: String,
+        #[source]
+        source: ProxyError,
+    },
+}
+
+impl ReconcileError {
+    /// The metric label of this error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::Write { .. } => "write",
+            Self::Read { .. } => "read",
+            Self::Server { .. } => "server",
+        }
+    }
+}
+
+/// Key of a Task in the backoff tables.
+pub fn backoff_key(task: &Task) -> String {
+    format!(
+        "task/{}/{}",
+        task.namespace().unwrap_or_default(),
+        task.name_any()
+    )
+}
+
+fn object(task: &Task) -> String {
+    format!(
+        "Task {}/{}",
+        task.namespace().unwrap_or_default(),
+        task.name_any()
+    )
+}
+
+/// Reconciles one Task.
+pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if !ctx.stores.synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let status = ctx.task_statuses.current(&task);
+    if task.metadata.deletion_timestamp.is_some() {
+        return finish::on_delete(&ctx, &task, &status).await;
+    }
+    match status.phase {
+        Some(phase) if phase.is_finished() => finish::after(&ctx, &task, &status).await,
+        Some(TaskPhase::Running) => running::step(&ctx, &task, status).await,
+        _ => waiting(&ctx, &task, status).await,
+    }
+}
+
+/// A Task that has not started: refused, stopped, or handed to its Agent's queue.
+async fn waiting(ctx: &Context, task: &Task, status: TaskStatus) -> Result<Action, ReconcileError> {
+    let generation = task.metadata.generation.unwrap_or(0);
+    if stop_requested(task) {
+        let stopped = finish::stopped(
+            task,
+            &status,
+            "UserStopped",
+            "stopped before it started (annotation kubeopencode.io/stop)",
+        );
+        return finish::write_final(ctx, task, stopped).await;
+    }
+    let Some(agent_ref) = &task.spec.agent_ref else {
+        let verdict = Verdict::new(
+            "Unsupported",
+            true,
+            "TemplateRefNotRunYet",
+            "this kubeoc version runs Tasks on live Agents (agentRef) only; Tasks from an AgentTemplate (templateRef) wait until a controller that runs them is installed",
+        );
+        let pending = TaskStatus {
+            observed_generation: Some(generation),
+            phase: Some(TaskPhase::Pending),
+            template_ref: task.spec.template_ref.clone(),
+            conditions: Some(status::with_conditions(
+                status.conditions.as_deref().unwrap_or_default(),
+                &[verdict],
+                generation,
+            )),
+            ..status
+        };
+        status::write(ctx, task, pending).await?;
+        return Ok(Action::await_change());
+    };
+    if let Some(message) = invalid(task) {
+        let failed = finish::failed(task, &status, "InvalidSpec", &message);
+        return finish::write_final(ctx, task, failed).await;
+    }
+    let ns = task.namespace().unwrap_or_default();
+    if stores::get(&ctx.stores.agents, &ns, &agent_ref.name).is_none() {
+        let verdict = Verdict::new(
+            "Queued",
+            true,
+            "AgentNotFound",
+            format!(
+                "Agent {:?} not found in namespace {ns:?}: create it, or fix spec.agentRef",
+                agent_ref.name
+            ),
+        );
+        let pending = TaskStatus {
+            observed_generation: Some(generation),
+            phase: Some(TaskPhase::Pending),
+            agent_ref: Some(agent_ref.clone()),
+            queue_position: None,
+            conditions: Some(status::with_conditions(
+                status.conditions.as_deref().unwrap_or_default(),
+                &[verdict],
+                generation,
+            )),
+            ..status
+        };
+        status::write(ctx, task, pending).await?;
+        // The Agent watch brings the Task back when the Agent appears.
+        return Ok(Action::await_change());
+    }
+    let retry = queue::admit(ctx, &ns, &agent_ref.name).await?;
+    Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// What keeps a Task from ever running, in words for its condition.
+fn invalid(task: &Task) -> Option<String> {
+    if let Some(timeout) = &task.spec.timeout
+        && let Err(e) = duration::parse(timeout)
+    {
+        return Some(format!("spec.timeout: {e}"));
+    }
+    if task.spec.agent_ref.is_some() {
+        return prompt::unsupported(task.spec.contexts.as_deref().unwrap_or_default());
+    }
+    None
+}
+
+/// Whether the stop annotation is set.
+fn stop_requested(task: &Task) -> bool {
+    task.annotations()
+        .get(STOP_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// `spec.timeout`, when set and valid.
+fn timeout(task: &Task) -> Option<Duration> {
+    task.spec
+        .timeout
+        .as_deref()
+        .and_then(|t| duration::parse(t).ok())
+        .filter(|t| !t.is_zero())
+}
+
+/// How long a Running Task has run.
+fn running_for(status: &TaskStatus, now: Timestamp) -> Duration {
+    status
+        .start_time
+        .as_ref()
+        .and_then(|start| Duration::try_from(now.duration_since(start.0)).ok())
+        .unwrap_or_default()
+}
+
+/// An Agent with its effective spec (after the template merge and the cluster's proxy).
+struct Target {
+    agent: Arc<Agent>,
+    spec: AgentSpec,
+}
+
+fn target(ctx: &Context, ns: &str, name: &str) -> Option<Target> {
+    let agent = stores::get(&ctx.stores.agents, ns, name)?;
+    let template = agent
+        .spec
+        .template_ref
+        .as_ref()
+        .and_then(|r| stores::get(&ctx.stores.templates, ns, &r.name));
+    let spec = pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec));
+    Some(Target { agent, spec })
+}
+
+/// The Agent's server through the apiserver's service proxy, with the password from the
+/// cached Secret; `None` when the Agent or its Secret is gone.
+fn server(ctx: &Context, ns: &str, target: &Target) -> Option<ServerProxy> {
+    let name = target.agent.name_any();
+    let secret = stores::get(&ctx.stores.secrets, ns, &pod::auth_secret_name(&name))?;
+    let password = secret
+        .data
+        .as_ref()?
+        .get(pod::PASSWORD_KEY)
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())?;
+    let workspace = pod::workspace_dir(&target.spec);
+    Some(ServerProxy::new(
+        ctx.client.clone(),
+        ns,
+        &pod::service_name(&name),
+        &password,
+        &workspace,
+    ))
+}
+
+/// Retries a failed reconcile with per-Task exponential backoff.
+pub fn error_policy(task: Arc<Task>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = backoff_key(&task);
+    let delay = ctx.error_backoff.next(&key);
+    tracing::warn!(task = %key, retry_in = ?delay, "reconcile failed: {error}");
+    Action::requeue(delay)
+}

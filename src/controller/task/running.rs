@@ -1,0 +1,377 @@
+//! A Running Task: its pod made once, watched until it ends, then the outcome read from the
+//! session on the server. The stop annotation and the timeout abort the session first; a pod
+//! that vanished fails the Task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::outcome::{Outcome, judge, summary};
+use super::prompt::{PromptInputs, Resolved, compose};
+use super::{
+    FINALIZER, ReconcileError, Target, finish, object, running_for, server, status, stop_requested,
+    target, timeout,
+};
+use crate::api::context::ContextType;
+use crate::api::task::{SessionInfo, Task, TaskStatus};
+use crate::controller::{Context, FIELD_MANAGER, pod, stores};
+use crate::opencode::client::ServerProxy;
+
+/// How often an ended pod's session is read again while the server still writes its answer.
+const UNFINISHED_RETRY: Duration = Duration::from_secs(3);
+
+pub(super) async fn step(
+    ctx: &Context,
+    task: &Task,
+    status: TaskStatus,
+) -> Result<Action, ReconcileError> {
+    let ns = task.namespace().unwrap_or_default();
+    let agent_name = status
+        .agent_ref
+        .as_ref()
+        .or(task.spec.agent_ref.as_ref())
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let Some(target) = target(ctx, &ns, &agent_name) else {
+        let failed = finish::failed(
+            task,
+            &status,
+            "AgentNotFound",
+            &format!("Agent {agent_name:?} was deleted while the Task ran"),
+        );
+        return finish::write_final(ctx, task, failed).await;
+    };
+    let now = Timestamp::now();
+    if stop_requested(task) {
+        return stop(
+            ctx,
+            task,
+            &target,
+            status,
+            "UserStopped",
+            "stopped by annotation kubeopencode.io/stop",
+        )
+        .await;
+    }
+    let limit = timeout(task);
+    if let Some(limit) = limit
+        && running_for(&status, now) >= limit
+    {
+        let message = format!(
+            "ran longer than spec.timeout ({})",
+            task.spec.timeout.as_deref().unwrap_or_default()
+        );
+        return stop(ctx, task, &target, status, "Timeout", &message).await;
+    }
+    let until_timeout =
+        limit.map(|l| l.saturating_sub(running_for(&status, now)) + Duration::from_secs(1));
+    let wait = || until_timeout.map_or_else(Action::await_change, Action::requeue);
+
+    let pod_name = pod::task_pod_name(&task.name_any());
+    let cached = stores::get(&ctx.stores.task_pods, &ns, &pod_name).filter(|p| owned_by(p, task));
+    if status.pod_name.is_none() {
+        if cached.is_none() {
+            create_pod(ctx, task, &target).await?;
+        }
+        add_finalizer(ctx, task).await?;
+        let next = TaskStatus {
+            pod_name: Some(pod_name),
+            ..status
+        };
+        status::write(ctx, task, next).await?;
+        return Ok(wait());
+    }
+    let pod = match cached {
+        Some(pod) => pod,
+        None => {
+            // The cache may not have seen a pod made moments ago: ask before failing.
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            match pods.get_opt(&pod_name).await {
+                Ok(Some(pod)) if owned_by(&pod, task) => std::sync::Arc::new(pod),
+                Ok(_) => {
+                    abort_session(ctx, &target, &status).await;
+                    let failed = finish::failed(
+                        task,
+                        &status,
+                        "PodDeleted",
+                        &format!(
+                            "pod {pod_name} was deleted while the Task ran; its session was aborted"
+                        ),
+                    );
+                    return finish::write_final(ctx, task, failed).await;
+                }
+                Err(source) => {
+                    return Err(ReconcileError::Read {
+                        object: format!("Pod {ns}/{pod_name}"),
+                        source,
+                    });
+                }
+            }
+        }
+    };
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default();
+    match phase {
+        "Succeeded" | "Failed" => {}
+        _ => return Ok(wait()),
+    }
+    let Some(proxy) = server(ctx, &ns, &target) else {
+        let failed = finish::failed(
+            task,
+            &status,
+            "AgentNotFound",
+            &format!("the password Secret of Agent {agent_name} is gone"),
+        );
+        return finish::write_final(ctx, task, failed).await;
+    };
+    let title = pod::task_session_title(task);
+    let server_error = |source| ReconcileError::Server {
+        object: object(task),
+        source,
+    };
+    let Some(session) = proxy.session_titled(&title).await.map_err(server_error)? else {
+        let message = if phase == "Failed" {
+            format!(
+                "pod {pod_name} failed before the server had a session: {}",
+                pod_failure(&pod)
+            )
+        } else {
+            format!("pod {pod_name} ended, but the server has no session titled {title:?}")
+        };
+        let failed = finish::failed(task, &status, "PodFailed", &message);
+        return finish::write_final(ctx, task, failed).await;
+    };
+    let messages = proxy.messages(&session.id).await.map_err(server_error)?;
+    let session_info = SessionInfo {
+        id: Some(session.id.clone()),
+        title: Some(title),
+        summary: Some(summary(&messages)),
+    };
+    let with_session = TaskStatus {
+        session: Some(session_info),
+        ..status
+    };
+    let done = match judge(&messages) {
+        Outcome::Answered { result } => finish::completed(task, &with_session, result),
+        Outcome::Failed { message } => finish::failed(task, &with_session, "ModelError", &message),
+        Outcome::Aborted => finish::failed(
+            task,
+            &with_session,
+            "Aborted",
+            &format!("session {} was aborted on the server", session.id),
+        ),
+        Outcome::Unfinished if phase == "Failed" => finish::failed(
+            task,
+            &with_session,
+            "PodFailed",
+            &format!("pod {pod_name} failed mid-answer: {}", pod_failure(&pod)),
+        ),
+        // The client left before the server wrote the end of the answer.
+        Outcome::Unfinished => return Ok(Action::requeue(UNFINISHED_RETRY)),
+    };
+    finish::write_final(ctx, task, done).await
+}
+
+/// Whether `pod` is this Task's (not one of an earlier Task of the same name).
+fn owned_by(pod: &Pod, task: &Task) -> bool {
+    pod.owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == task.metadata.uid.as_ref())
+}
+
+/// What the pod's container said when it failed.
+fn pod_failure(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let terminated = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(
+            status
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .into_iter()
+                .flatten(),
+        )
+        .find_map(|c| {
+            c.state
+                .as_ref()?
+                .terminated
+                .as_ref()
+                .filter(|t| t.exit_code != 0)
+                .map(|t| (c.name.clone(), t.clone()))
+        });
+    match terminated {
+        Some((name, t)) => {
+            let mut text = format!("container {name} exited with code {}", t.exit_code);
+            if let Some(message) = t.message.filter(|m| !m.is_empty()) {
+                text.push_str(&format!(": {}", message.trim()));
+            }
+            text
+        }
+        None => status
+            .and_then(|s| s.message.clone())
+            .unwrap_or_else(|| "no container reported why".to_string()),
+    }
+}
+
+/// The prompt with the Task's contexts, reading the ConfigMaps they name.
+async fn task_prompt(
+    ctx: &Context,
+    task: &Task,
+    target: &Target,
+) -> Result<String, ReconcileError> {
+    let ns = task.namespace().unwrap_or_default();
+    let contexts = task.spec.contexts.clone().unwrap_or_default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut resolved = Vec::with_capacity(contexts.len());
+    for item in &contexts {
+        let entry = match (item.type_, &item.config_map) {
+            (ContextType::ConfigMap, Some(source)) => {
+                let found = config_maps
+                    .get_opt(&source.name)
+                    .await
+                    .map_err(|source_err| ReconcileError::Read {
+                        object: format!("ConfigMap {ns}/{}", source.name),
+                        source: source_err,
+                    })?;
+                let data: Option<BTreeMap<String, String>> = found.map(|cm| {
+                    let data = cm.data.unwrap_or_default();
+                    match &source.key {
+                        Some(key) => data.into_iter().filter(|(k, _)| k == key).collect(),
+                        None => data,
+                    }
+                });
+                Resolved::ConfigMap(data.filter(|d| !d.is_empty()))
+            }
+            _ => Resolved::Inline,
+        };
+        resolved.push(entry);
+    }
+    let workspace = pod::workspace_dir(&target.spec);
+    Ok(compose(&PromptInputs {
+        description: task.spec.description.as_deref().unwrap_or_default(),
+        contexts: &contexts,
+        resolved: &resolved,
+        agent: &target.agent.name_any(),
+        namespace: &ns,
+        workspace: &workspace,
+    }))
+}
+
+/// Creates `<task>-pod`; one that exists already (a restart between create and status) is
+/// kept.
+async fn create_pod(ctx: &Context, task: &Task, target: &Target) -> Result<(), ReconcileError> {
+    let ns = task.namespace().unwrap_or_default();
+    let prompt = task_prompt(ctx, task, target).await?;
+    let agent_name = target.agent.name_any();
+    let attach = pod::AttachTarget {
+        agent: &agent_name,
+        spec: &target.spec,
+    };
+    let settings = ctx
+        .settings
+        .with_cluster_config(&super::super::agent::cluster_config(ctx));
+    let task_pod = pod::attach_pod(task, &attach, &prompt, &settings);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match pods.create(&params, &task_pod).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(ReconcileError::Write {
+            action: "creating",
+            object: format!("Pod {ns}/{}", pod::task_pod_name(&task.name_any())),
+            source,
+        }),
+    }
+}
+
+/// Adds [`FINALIZER`] (deleting the Task then aborts its session first).
+async fn add_finalizer(ctx: &Context, task: &Task) -> Result<(), ReconcileError> {
+    if task.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = task.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": task.resource_version(),
+    }});
+    api.patch(
+        &task.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| ReconcileError::Write {
+        action: "adding the finalizer to",
+        object: object(task),
+        source,
+    })
+}
+
+/// Aborts the Task's session on the server, if it has one; a server that does not answer is
+/// logged (the Task ends regardless).
+pub(super) async fn abort_session(ctx: &Context, target: &Target, status: &TaskStatus) {
+    let ns = target.agent.namespace().unwrap_or_default();
+    let Some(proxy) = server(ctx, &ns, target) else {
+        return;
+    };
+    let Some(title) = status.session.as_ref().and_then(|s| s.title.clone()) else {
+        return;
+    };
+    if let Err(e) = abort_titled(&proxy, &title).await {
+        tracing::warn!(agent = %format!("{ns}/{}", target.agent.name_any()), session = %title, "could not abort the session: {e}");
+    }
+}
+
+async fn abort_titled(
+    proxy: &ServerProxy,
+    title: &str,
+) -> Result<(), crate::opencode::client::ProxyError> {
+    if let Some(session) = proxy.session_titled(title).await? {
+        proxy.abort(&session.id).await?;
+    }
+    Ok(())
+}
+
+/// Stops a Running Task: aborts the session, deletes the pod, Completed with Stopped.
+async fn stop(
+    ctx: &Context,
+    task: &Task,
+    target: &Target,
+    status: TaskStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    abort_session(ctx, target, &status).await;
+    let ns = task.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod_name = pod::task_pod_name(&task.name_any());
+    match pods.delete(&pod_name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(source) => {
+            return Err(ReconcileError::Write {
+                action: "deleting",
+                object: format!("Pod {ns}/{pod_name}"),
+                source,
+            });
+        }
+    }
+    let stopped = finish::stopped(task, &status, reason, message);
+    finish::write_final(ctx, task, stopped).await
+}
