@@ -2,11 +2,16 @@
 
 pub mod agent;
 mod controller;
+pub mod describe;
 mod front;
 mod install;
 pub mod jsonpath;
+pub mod listing;
+pub mod noun;
 pub mod output;
+pub mod print;
 mod progress;
+pub mod task;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +40,9 @@ pub enum Command {
     /// Create, list, inspect, suspend, resume and delete Agents.
     #[command(subcommand, visible_aliases = ["agents", "ag"])]
     Agent(agent::AgentCommand),
+    /// Submit Tasks (prompts for an Agent), follow them, read their answers, stop them.
+    #[command(subcommand, visible_aliases = ["tasks", "tk"])]
+    Task(task::TaskCommand),
     /// Run the reconcile loop in this process.
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
@@ -53,6 +61,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Agent(command) => agent::run(&self.cluster, command).await,
+            Command::Task(command) => task::run(&self.cluster, command).await,
             Command::Controller(command) => controller::run_command(&self.cluster, command).await,
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,

@@ -12,6 +12,7 @@ use super::{get_agent, write_stdout};
 use crate::api::Agent;
 use crate::api::agent::VolumePersistence;
 use crate::api::context::ContextType;
+pub(super) use crate::cli::describe::{align, event_row, event_time, one_line, or_none, section};
 use crate::cli::output::human_age;
 use crate::cluster::ClusterArgs;
 use crate::controller::pod;
@@ -137,61 +138,6 @@ pub(super) async fn describe(cluster_args: &ClusterArgs, args: DescribeArgs) -> 
         events,
     };
     write_stdout(&render_describe(&described, Timestamp::now()))
-}
-
-fn event_time(event: &Event) -> Option<Timestamp> {
-    event
-        .series
-        .as_ref()
-        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
-        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
-        .or_else(|| event.event_time.as_ref().map(|t| t.0))
-        .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))
-}
-
-/// Aligned columns, as kubectl's describe tabwriter prints them (two spaces between columns,
-/// the last column unpadded).
-fn align(rows: &[Vec<String>], indent: &str) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        out.push_str(indent);
-        for (i, cell) in row.iter().enumerate() {
-            out.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] - cell.chars().count() + 2;
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        let trimmed = out.trim_end_matches(' ').len();
-        out.truncate(trimmed);
-        out.push('\n');
-    }
-    out
-}
-
-/// One line of a cell: kubectl cuts multi-line values in tables.
-pub(super) fn one_line(text: &str) -> String {
-    match text.split_once(['\n', '\r']) {
-        Some((first, _)) => format!("{first}..."),
-        None => text.to_owned(),
-    }
-}
-
-pub(super) fn or_none(value: Option<&str>) -> String {
-    value
-        .filter(|v| !v.is_empty())
-        .unwrap_or("<none>")
-        .to_owned()
 }
 
 /// The text of `agent describe`, from objects already read: a pure function, so the layout is
@@ -524,59 +470,6 @@ pub fn render_describe(d: &Described, now: Timestamp) -> String {
         "\nAttach:           kubectl kubeoc agent attach {name} -n {ns}"
     );
     out
-}
-
-/// A titled table of describe: the title with `<none>` in the value column when there are no
-/// rows, else the title alone on its line and the table indented below it.
-fn section(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
-    if rows.is_empty() {
-        let title = format!("{title}:");
-        let _ = writeln!(out, "{title:<18}<none>");
-        return;
-    }
-    let _ = writeln!(out, "{title}:");
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    table.extend(rows);
-    out.push_str(&align(&table, "  "));
-}
-
-/// One row of the Events table; a repeated event shows its count and how long it has repeated.
-fn event_row(e: &Event, now: Timestamp) -> Vec<String> {
-    let count = e
-        .series
-        .as_ref()
-        .and_then(|s| s.count)
-        .or(e.count)
-        .unwrap_or(1);
-    let last = event_time(e);
-    let first = e
-        .first_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .or_else(|| e.event_time.as_ref().map(|t| t.0))
-        .or(last);
-    let age = match (last, first) {
-        (Some(last), Some(first)) if count > 1 => format!(
-            "{} (x{count} over {})",
-            human_age(last, now),
-            human_age(first, now)
-        ),
-        (Some(last), _) => human_age(last, now),
-        _ => "<unknown>".into(),
-    };
-    let from = e
-        .reporting_component
-        .clone()
-        .filter(|c| !c.is_empty())
-        .or_else(|| e.source.as_ref().and_then(|s| s.component.clone()))
-        .unwrap_or_default();
-    vec![
-        e.type_.clone().unwrap_or_default(),
-        e.reason.clone().unwrap_or_default(),
-        age,
-        from,
-        one_line(e.message.as_deref().unwrap_or_default()),
-    ]
 }
 
 fn map_lookup<T>(lookup: &Lookup<T>, f: impl Fn(&T) -> String) -> Lookup<String> {

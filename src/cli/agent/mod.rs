@@ -13,27 +13,24 @@ mod attach;
 mod create;
 mod describe;
 mod lifecycle;
-mod list;
 mod logs;
 
-use std::io::Write as _;
-
-use anyhow::{Context as _, anyhow};
 use kube::Api;
-use serde_json::Value;
 
-use super::output::{OutputFormat, Printer};
-use crate::api::{API_VERSION, Agent};
+use super::listing;
+use super::noun::AGENT;
+use super::print::{object_name, render_one, report_failures, write_stdout, write_stdout_bytes};
+use crate::api::Agent;
 use crate::cluster::{Cluster, ClusterArgs};
 
-pub use attach::{Attached, explain};
+pub use crate::cli::listing::{GetArgs, ListArgs};
+pub use attach::{Attached, explain, server_proxy};
 pub use create::{
     CreateArgs, CreateOutput, CredentialFlag, DryRun, GitContextFlag, agent_from_flags,
     agents_from_text, parse_credential, parse_git_context,
 };
 pub use describe::{DescribeArgs, Described, Lookup, render_describe};
 pub use lifecycle::{DeleteArgs, SuspendArgs, WaitArgs, WaitFor, condition_met, last_seen};
-pub use list::{GetArgs, ListArgs};
 pub use logs::{LogsArgs, pick_server_pod};
 
 pub use crate::cluster::FIELD_MANAGER;
@@ -72,8 +69,8 @@ pub enum AgentCommand {
 pub async fn run(cluster: &ClusterArgs, command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Create(args) => create::create(cluster, args).await,
-        AgentCommand::List(args) => list::list(cluster, &[], args).await,
-        AgentCommand::Get(args) => list::list(cluster, &args.names, args.list).await,
+        AgentCommand::List(args) => listing::list(&AGENT, cluster, &[], args).await,
+        AgentCommand::Get(args) => listing::list(&AGENT, cluster, &args.names, args.list).await,
         AgentCommand::Describe(args) => describe::describe(cluster, args).await,
         AgentCommand::Delete(args) => lifecycle::delete(cluster, args).await,
         AgentCommand::Suspend(args) => lifecycle::set_suspend(cluster, args, true).await,
@@ -89,46 +86,12 @@ pub async fn run(cluster: &ClusterArgs, command: AgentCommand) -> anyhow::Result
 
 /// The message for a missing Agent, with the command that lists the ones that exist.
 fn not_found(name: &str, namespace: &str) -> anyhow::Error {
-    anyhow!(
-        "agent {name:?} not found in namespace {namespace:?} (list them with: kubectl kubeoc agent list -n {namespace})"
-    )
+    AGENT.not_found(name, namespace)
 }
 
-/// Turns an apiserver error on one Agent into a message that says what failed on which object.
-/// A 404 that does not name the Agent means the resource type itself is missing.
+/// An apiserver error on one Agent, as [`Noun::error`](crate::cli::noun::Noun::error) says it.
 fn agent_error(err: kube::Error, doing: &str, name: &str, namespace: &str) -> anyhow::Error {
-    if let kube::Error::Api(status) = &err
-        && status.code == 404
-    {
-        let (kind, object) = status
-            .details
-            .as_ref()
-            .map_or(("", ""), |d| (d.kind.as_str(), d.name.as_str()));
-        if kind == "namespaces" {
-            return anyhow!(
-                "{doing} agent {name:?}: namespace {namespace:?} not found (list them with: kubectl get namespaces)"
-            );
-        }
-        if object == name {
-            return not_found(name, namespace);
-        }
-        return missing_api(err);
-    }
-    crate::Error::kube(
-        format!("{doing} agent {name:?} in namespace {namespace:?}"),
-        err,
-    )
-    .into()
-}
-
-fn missing_api(err: kube::Error) -> anyhow::Error {
-    crate::Error::kube(
-        format!(
-            "the Agent API ({API_VERSION}) is not served by this cluster (install it with: kubectl kubeoc install)"
-        ),
-        err,
-    )
-    .into()
+    AGENT.error(err, doing, name, namespace)
 }
 
 fn is_api_code(err: &kube::Error, code: u16) -> bool {
@@ -147,58 +110,12 @@ async fn get_agent(cluster: &Cluster, namespace: &str, name: &str) -> anyhow::Re
         .map_err(|e| agent_error(e, "getting", name, namespace))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Output
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    write_stdout_bytes(text.as_bytes()).map(|_open| ())
-}
-
-/// Writes to stdout and flushes; `false` when the reader closed the pipe (`| head`), which is
-/// not an error.
-fn write_stdout_bytes(bytes: &[u8]) -> anyhow::Result<bool> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        other => other.context("writing to stdout").map(|()| true),
-    }
-}
-
-/// One object as `printer` renders it; YAML starts with a `---` line so that objects printed
-/// one after another form a stream of documents.
-fn render_one(printer: &Printer, object: &Value, format: &OutputFormat) -> anyhow::Result<String> {
-    let mut text = printer.render_objects(std::slice::from_ref(object))?.stdout;
-    if *format == OutputFormat::Yaml {
-        text.insert_str(0, "---\n");
-    }
-    Ok(text)
-}
-
-/// `metadata.name` of an object, `""` without one.
-fn object_name(object: &Value) -> &str {
-    object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-/// Ends a command that works on several objects like kubectl: every object was tried; each
-/// failure is reported, the last one fails the command.
-fn report_failures(mut failures: Vec<anyhow::Error>) -> anyhow::Result<()> {
-    let last = failures.pop();
-    for err in failures {
-        eprintln!("Error: {}", crate::error::render(&err));
-    }
-    last.map_or(Ok(()), Err)
-}
-
 #[cfg(test)]
 mod tests {
     //! The tests of the command line as a whole, and fixtures the other files' tests share.
 
     use clap::Parser as _;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::cli::{Cli, Command};

@@ -124,7 +124,7 @@ pub(super) async fn write(
     }
     ctx.task_statuses.record(task, &status);
     if before.phase != status.phase
-        && let Some(event) = phase_event(&status)
+        && let Some(event) = phase_event(task, &status)
         && let Err(e) = ctx.recorder.publish(&event, &task.object_ref(&())).await
     {
         tracing::warn!(task = %format!("{ns}/{}", task.name_any()), "could not publish an Event: {e}");
@@ -133,7 +133,7 @@ pub(super) async fn write(
 }
 
 /// The Event of entering the status's phase.
-fn phase_event(status: &TaskStatus) -> Option<Event> {
+fn phase_event(task: &Task, status: &TaskStatus) -> Option<Event> {
     let condition = |type_: &str| {
         status
             .conditions
@@ -146,8 +146,13 @@ fn phase_event(status: &TaskStatus) -> Option<Event> {
             EventType::Normal,
             "Started".to_string(),
             format!(
-                "admitted; running as pod {}",
-                status.pod_name.as_deref().unwrap_or("(being created)")
+                "admitted by Agent {}: pod {} sends the prompt to its server",
+                status
+                    .agent_ref
+                    .as_ref()
+                    .map(|r| r.name.as_str())
+                    .unwrap_or_default(),
+                crate::controller::pod::task_pod_name(&task.name_any())
             ),
         ),
         TaskPhase::Completed => match condition("Stopped") {

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::super::lifecycle::wait_for;
 use super::super::{WaitFor, agent_error, get_agent};
-use crate::api::Agent;
+use crate::api::{Agent, AgentTemplate};
 use crate::cli::progress::Spinner;
 use crate::cluster::{Cluster, FIELD_MANAGER};
 use crate::controller::agent::suspended_by_standby;
@@ -178,6 +178,30 @@ async fn server_password(client: &kube::Client, ns: &str, agent: &str) -> anyhow
         .with_context(|| format!("Secret {ns}/{name} holds no password"))
 }
 
+/// The Agent's server through the apiserver's service proxy, in the directory its sessions
+/// live in (the workspaceDir after the AgentTemplate merge, as the server pod has it).
+pub async fn server_proxy(client: &kube::Client, agent: &Agent) -> anyhow::Result<ServerProxy> {
+    let ns = agent.namespace().unwrap_or_default();
+    let name = agent.name_any();
+    let template = match &agent.spec.template_ref {
+        Some(r) => Api::<AgentTemplate>::namespaced(client.clone(), &ns)
+            .get_opt(&r.name)
+            .await
+            // A template the user may not read: the Agent's own fields are all we know.
+            .unwrap_or_default(),
+        None => None,
+    };
+    let spec = pod::effective_spec(&agent.spec, template.as_ref().map(|t| &t.spec));
+    let password = server_password(client, &ns, &name).await?;
+    Ok(ServerProxy::new(
+        client.clone(),
+        &ns,
+        &pod::service_name(&name),
+        &password,
+        &pod::workspace_dir(&spec),
+    ))
+}
+
 /// What a failed proxied call means for the user.
 pub fn explain(err: ProxyError, agent: &str, ns: &str) -> anyhow::Error {
     match err {
@@ -259,9 +283,7 @@ pub async fn connect(
         spinner.finish();
         waited?;
     }
-    let password = server_password(&cluster.client, &ns, name).await?;
-    let workspace = agent.spec.workspace_dir.clone().unwrap_or_default();
-    let proxy = ServerProxy::new(cluster.client.clone(), &ns, &service, &password, &workspace);
+    let proxy = server_proxy(&cluster.client, &agent).await?;
     let health = proxy.health().await.map_err(|e| explain(e, name, &ns))?;
     health
         .check_supported()

@@ -22,7 +22,7 @@ use anyhow::{Context as _, bail};
 
 use crate::cluster::ClusterArgs;
 
-pub use connect::{Attached, explain};
+pub use connect::{Attached, explain, server_proxy};
 
 /// `agent attach`.
 #[derive(Debug, Clone, clap::Args)]

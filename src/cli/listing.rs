@@ -1,26 +1,21 @@
-//! `agent list`, `agent get` and their `-w`.
+//! `list` and `get` of every noun, and their `-w`: kubectl's tables (the CRD's printer
+//! columns), `-o`, `-l`, `-A`, and one row per change while watching.
 
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::bail;
 use futures::StreamExt as _;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, ListParams};
-use kube::core::TypeMeta;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt as _, watcher::Event as WatchEvent};
-use kube::{Api, CustomResourceExt as _, ResourceExt as _};
-use serde_json::Value;
+use kube::{Api, ResourceExt as _};
 
-use super::{agent_error, is_api_code, missing_api, render_one, report_failures, write_stdout};
-use crate::api::{API_VERSION, Agent};
-use crate::cli::output::{OutputArgs, OutputFormat, Printer, PrinterColumn};
-use crate::cluster::{Cluster, ClusterArgs};
+use super::noun::Noun;
+use super::output::{OutputArgs, OutputFormat, Printer, PrinterColumn};
+use super::print::{render_one, report_failures, write_stdout};
+use crate::cluster::ClusterArgs;
 
-/// Name of the Agent CRD, for its printer columns.
-const CRD_NAME: &str = "agents.kubeopencode.io";
-
-/// `agent list`.
+/// `list`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
@@ -33,61 +28,37 @@ pub struct ListArgs {
     pub watch: bool,
 }
 
-/// `agent get`.
+/// `get`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GetArgs {
-    /// Agents to show; none: all in the namespace.
+    /// Objects to show by name; none: all in the namespace.
     pub names: Vec<String>,
     #[command(flatten)]
     pub list: ListArgs,
 }
 
-fn dynamic_agents(cluster: &Cluster, namespace: Option<&str>) -> Api<DynamicObject> {
-    let resource = ApiResource::erase::<Agent>(&());
-    match namespace {
-        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &resource),
-        None => Api::all_with(cluster.client.clone(), &resource),
-    }
-}
-
-/// The object as JSON with apiVersion and kind (list items may come without them).
-fn to_value(mut object: DynamicObject) -> anyhow::Result<Value> {
-    if object.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
-        object.types = Some(TypeMeta {
-            api_version: API_VERSION.to_owned(),
-            kind: "Agent".to_owned(),
-        });
-    }
-    Ok(serde_json::to_value(object)?)
-}
-
-/// Printer columns from the cluster's CRD, so the table matches `kubectl get agents`; the
-/// built-in CRD when the user may not read CRDs.
-async fn columns(cluster: &Cluster) -> Vec<PrinterColumn> {
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    match crds.get(CRD_NAME).await {
-        Ok(crd) => PrinterColumn::from_crd(&crd),
-        Err(_) => PrinterColumn::from_crd(&Agent::crd()),
-    }
-}
-
-pub(super) async fn list(
+/// `list` (no names) and `get NAME...` of `noun`.
+pub async fn list(
+    noun: &'static Noun,
     cluster_args: &ClusterArgs,
     names: &[String],
     args: ListArgs,
 ) -> anyhow::Result<()> {
     let cluster = cluster_args.connect().await?;
     if cluster.all_namespaces && !names.is_empty() {
-        bail!("an Agent cannot be retrieved by name across all namespaces (drop -A, or pass -n)");
+        bail!(
+            "a {} cannot be retrieved by name across all namespaces (drop -A, or pass -n)",
+            noun.kind
+        );
     }
     let namespace = cluster.namespace.clone();
     let scope = (!cluster.all_namespaces).then_some(namespace.as_str());
-    let api = dynamic_agents(&cluster, scope);
-    let columns = columns(&cluster).await;
+    let api = noun.dynamic_api(&cluster.client, scope);
+    let columns = noun.columns(&cluster.client).await;
     let printer =
         Printer::new(&args.output, columns.clone()).namespace(&namespace, cluster.all_namespaces);
     if args.watch {
-        return watch(api, &args, names, printer, columns).await;
+        return watch(noun, api, &args, names, printer, columns).await;
     }
     let where_ = if cluster.all_namespaces {
         "in all namespaces".to_owned()
@@ -100,16 +71,16 @@ pub(super) async fn list(
             params = params.labels(selector);
         }
         let listed = api.list(&params).await.map_err(|e| {
-            if is_api_code(&e, 404) {
-                missing_api(e)
+            if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                noun.missing_api(e)
             } else {
-                crate::Error::kube(format!("listing agents {where_}"), e).into()
+                crate::Error::kube(format!("listing {}s {where_}", noun.name), e).into()
             }
         })?;
         let items = listed
             .items
             .into_iter()
-            .map(to_value)
+            .map(|o| noun.to_value(o))
             .collect::<anyhow::Result<Vec<_>>>()?;
         printer.print_list(&items)?;
         return Ok(());
@@ -118,8 +89,8 @@ pub(super) async fn list(
     let mut failures = Vec::new();
     for name in names {
         match api.get(name).await {
-            Ok(object) => items.push(to_value(object)?),
-            Err(err) => failures.push(agent_error(err, "getting", name, &namespace)),
+            Ok(object) => items.push(noun.to_value(object)?),
+            Err(err) => failures.push(noun.error(err, "getting", name, &namespace)),
         }
     }
     if !items.is_empty() {
@@ -131,6 +102,7 @@ pub(super) async fn list(
 /// `-w`: the current table, then one row per change, as `kubectl get -w` prints them. After a
 /// re-list (the watch expired) only objects whose resourceVersion moved are printed again.
 async fn watch(
+    noun: &Noun,
     api: Api<DynamicObject>,
     args: &ListArgs,
     names: &[String],
@@ -159,7 +131,7 @@ async fn watch(
     let stream = watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
     let print = |object: DynamicObject, header_printed: &mut bool| -> anyhow::Result<()> {
-        let value = to_value(object)?;
+        let value = noun.to_value(object)?;
         let printer = if *header_printed {
             &row_printer
         } else {
@@ -173,9 +145,9 @@ async fn watch(
             Ok(event) => event,
             Err(err) => {
                 if first_list {
-                    return Err(anyhow::Error::new(err).context("watching agents"));
+                    return Err(anyhow::Error::new(err).context(format!("watching {}s", noun.name)));
                 }
-                eprintln!("warning: watching agents: {err} (retrying)");
+                eprintln!("warning: watching {}s: {err} (retrying)", noun.name);
                 continue;
             }
         };
@@ -200,7 +172,7 @@ async fn watch(
                         let values = buffer
                             .iter()
                             .cloned()
-                            .map(to_value)
+                            .map(|o| noun.to_value(o))
                             .collect::<anyhow::Result<Vec<_>>>()?;
                         let text = printer.render_objects(&values)?.stdout;
                         header_printed = true;
