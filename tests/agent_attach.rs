@@ -21,15 +21,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::DeleteParams;
-use kube::{Api, Client};
 use kubeoc::api::Agent;
-use kubeoc_testbed::{admin_client, wait_until};
+use kubeoc_testbed::wait_until;
 use serde_json::{Value, json};
 use support::tmux::{Tmux, shows_answer};
 use support::{
-    BINARY, Controller, Server, apply, kubeconfig, kubectl, kubeoc, kubeoc_with_input,
-    prepare_namespace, ready_agent, server_password, server_pod, stub_model_config,
+    BINARY, Bed, Server, agent_manifest, apply, kubeconfig, kubectl, kubeoc, kubeoc_with_input,
+    ready_agent, server_password, server_pod,
 };
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -37,48 +37,14 @@ const SCREEN: Duration = Duration::from_secs(60);
 
 /// An Agent on the stub model that asks before running bash.
 fn agent(name: &str, extra_spec: Value) -> Value {
-    let mut config = stub_model_config();
-    config["permission"] = json!({"bash": "ask"});
-    let mut spec = json!({
-        "workspaceDir": "/workspace",
-        "serviceAccountName": "kubeopencode-agent",
-        "config": config,
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
-           "metadata": {"name": name}, "spec": spec})
+    let mut manifest = agent_manifest(name, extra_spec);
+    manifest["spec"]["config"]["permission"] = json!({"bash": "ask"});
+    manifest
 }
 
-/// A namespace of its own with a controller for it.
-struct Bed {
-    client: Client,
-    n: String,
-    _ns: kubeoc_testbed::TestNamespace,
-    _controller: Controller,
-}
-
-impl Bed {
-    async fn start(prefix: &str) -> anyhow::Result<Self> {
-        let client = admin_client().await?;
-        let ns = prepare_namespace(&client, prefix).await?;
-        let n = ns.name.clone();
-        let controller = Controller::start_with(&n, &["--leader-elect=false"])?;
-        Ok(Self {
-            client,
-            n,
-            _ns: ns,
-            _controller: controller,
-        })
-    }
-
-    /// Applies [`agent`] `name` with `extra_spec` and waits until it is Ready.
-    async fn ready_agent(&self, name: &str, extra_spec: Value) -> anyhow::Result<()> {
-        apply(&self.n, &agent(name, extra_spec)).await?;
-        ready_agent(&Api::namespaced(self.client.clone(), &self.n), name, WAIT).await?;
-        Ok(())
-    }
+/// [`agent`] `name` applied in the bed, Ready.
+async fn ready_asking_agent(bed: &Bed, name: &str, extra_spec: Value) -> anyhow::Result<()> {
+    bed.ready(&agent(name, extra_spec)).await.map(|_| ())
 }
 
 /// The shell command line that attaches to `agent` in `ns` (for tmux).
@@ -93,7 +59,7 @@ fn attach_command(ns: &str, agent: &str, extra: &str) -> anyhow::Result<String> 
 async fn prompt_prints_the_answer_and_a_failed_turn_exits_1_with_the_models_message()
 -> anyhow::Result<()> {
     let bed = Bed::start("attach-prompt").await?;
-    bed.ready_agent("helper", json!({})).await?;
+    ready_asking_agent(&bed, "helper", json!({})).await?;
     let n = bed.n.clone();
 
     let ok = kubeoc(&[
@@ -165,7 +131,7 @@ async fn prompt_prints_the_answer_and_a_failed_turn_exits_1_with_the_models_mess
 async fn the_chat_terminal_streams_switches_sessions_answers_permissions_and_aborts()
 -> anyhow::Result<()> {
     let bed = Bed::start("attach-tui").await?;
-    bed.ready_agent("chat", json!({})).await?;
+    ready_asking_agent(&bed, "chat", json!({})).await?;
     let (client, n) = (bed.client.clone(), bed.n.clone());
     let password = server_password(&client, &n, "chat").await?;
 
@@ -432,7 +398,7 @@ async fn service_account_kubeconfig(
 async fn a_kubeoc_user_can_attach_and_one_without_the_proxy_right_gets_the_rule()
 -> anyhow::Result<()> {
     let bed = Bed::start("attach-rbac").await?;
-    bed.ready_agent("shared", json!({})).await?;
+    ready_asking_agent(&bed, "shared", json!({})).await?;
     let n = bed.n.clone();
     kubectl(&["-n", &n, "create", "serviceaccount", "dev"], None).await?;
     kubectl(&["-n", &n, "create", "serviceaccount", "stranger"], None).await?;
@@ -527,7 +493,7 @@ async fn a_kubeoc_user_can_attach_and_one_without_the_proxy_right_gets_the_rule(
 #[tokio::test]
 async fn opencode_flag_runs_the_users_opencode_through_a_loopback_proxy() -> anyhow::Result<()> {
     let bed = Bed::start("attach-opencode").await?;
-    bed.ready_agent("own-tui", json!({})).await?;
+    ready_asking_agent(&bed, "own-tui", json!({})).await?;
     let (client, n) = (bed.client.clone(), bed.n.clone());
     let password = server_password(&client, &n, "own-tui").await?;
 

@@ -28,6 +28,21 @@ pub fn stub_model_config() -> Value {
     })
 }
 
+/// An Agent manifest on the stub model (workspace /workspace, the kubeopencode-agent
+/// ServiceAccount) with `extra_spec`'s fields added to its spec.
+pub fn agent_manifest(name: &str, extra_spec: Value) -> Value {
+    let mut spec = json!({
+        "workspaceDir": super::WORKSPACE,
+        "serviceAccountName": "kubeopencode-agent",
+        "config": stub_model_config(),
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+           "metadata": {"name": name}, "spec": spec})
+}
+
 /// Waits up to `timeout` until Agent `name` is Ready for its current spec
 /// (`status.ready` and `status.observedGeneration == metadata.generation`); the Agent then.
 pub async fn ready_agent(

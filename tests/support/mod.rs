@@ -9,6 +9,7 @@
 //!   password;
 //! - [`git`]: Git repositories the testbed's pods can clone;
 //! - [`opencode`]: an Agent's OpenCode server through the service proxy ([`Server`]);
+//! - [`bed`]: a test's own namespace with a controller for it ([`Bed`]);
 //! - [`tmux`]: a terminal program driven as a person uses it ([`tmux::Tmux`]);
 //! - [`pausable`]: a loopback proxy to the apiserver that a test can pause ([`PausableProxy`]).
 
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod bed;
 pub mod cluster;
 pub mod git;
 pub mod opencode;
@@ -25,8 +27,10 @@ pub mod process;
 pub mod tmux;
 
 pub use agent::{
-    condition, ready_agent, server_env, server_password, server_pod, server_pods, stub_model_config,
+    agent_manifest, condition, ready_agent, server_env, server_password, server_pod, server_pods,
+    stub_model_config,
 };
+pub use bed::Bed;
 pub use cluster::{
     BRIDGE_HOST, MODEL_ADDR, apply, create_secret, free_bridge_port, install_kubeoc,
     installed_namespace, kubeconfig, prepare_namespace,

@@ -2,11 +2,14 @@
 //! `task submit --follow` and `task logs -f`: the answer to stdout as it grows, tool calls to
 //! stderr.
 //!
-//! The stream may open in the middle of the turn, so events alone would miss what came
-//! before; and a read of the messages mixed with events that overlap it would print text twice.
-//! Events therefore only say *when* to read the session again; what to print comes from the
-//! reads, and the follower prints each part's text once. The Task's phase (not the stream)
-//! says when the turn is over.
+//! The server stores a part's text only now and then while it streams, so only events carry
+//! the answer word by word. `submit --follow` therefore opens the event stream before it
+//! creates the Task: the session is made later (by the Task's pod), and every one of its events
+//! arrives, from `session.created` on. When the session is older than the stream (`logs -f` of
+//! a Task under way, or events lost to a reconnect), events cannot be trusted to be complete,
+//! and a read mixed with events that overlap it would print text twice: then events only say
+//! *when* to read the session again, and the reads say what to print. The Task's phase, not the
+//! stream, says when the turn is over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,7 @@ use crate::api::Agent;
 use crate::cli::agent::server_proxy;
 use crate::cli::noun::AGENT;
 use crate::opencode::client::ServerProxy;
+use crate::opencode::events::Event;
 use crate::opencode::feed::{self, Feed};
 use crate::opencode::transcript::Transcript;
 use crate::opencode::turn::{Output, TurnFollower};
@@ -26,13 +30,14 @@ use crate::opencode::turn::{Output, TurnFollower};
 /// How long after an event the session is read again: while text streams events come many a
 /// second, and one read covers them all.
 const SETTLE: Duration = Duration::from_millis(150);
-/// How often to look for the session while `opencode run` has not made it yet.
-const LOOK_AGAIN: Duration = Duration::from_millis(500);
+/// How long the event stream may take to open.
+const OPEN: Duration = Duration::from_secs(30);
 /// How long [`SessionStream::finish`] waits for the last read.
 const LAST_READ: Duration = Duration::from_secs(10);
 
 /// A session being streamed to the terminal.
 pub(super) struct SessionStream {
+    title: Option<oneshot::Sender<String>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     printed: Arc<AtomicBool>,
@@ -90,22 +95,50 @@ async fn refresh(
 }
 
 impl SessionStream {
-    /// Starts streaming the session titled `title` on Agent `agent`'s server.
-    pub(super) async fn start(
-        client: &kube::Client,
-        ns: &str,
-        agent: &str,
-        title: String,
-    ) -> anyhow::Result<Self> {
+    /// Opens Agent `agent`'s event stream; [`SessionStream::follow`] then names the session.
+    pub(super) async fn open(client: &kube::Client, ns: &str, agent: &str) -> anyhow::Result<Self> {
         let proxy = agent_server(client, ns, agent).await?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (title_tx, title_rx) = oneshot::channel();
         let printed = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(stream(proxy, title, stop_rx, printed.clone()));
+        let mut feed = feed::spawn(proxy.clone());
+        // Open before the Task exists, so no event of its session is missed.
+        let opened = tokio::time::timeout(OPEN, async {
+            loop {
+                match feed.recv().await {
+                    Some(Feed::Connected { .. }) => return Ok(()),
+                    Some(Feed::Reconnecting { error, .. }) => {
+                        eprintln!(
+                            "[kubeoc] opening agent {agent}'s event stream: {error} (retrying)"
+                        )
+                    }
+                    Some(Feed::Event(_)) => {}
+                    None => return Err(anyhow::anyhow!("agent {agent:?}'s event stream ended")),
+                }
+            }
+        })
+        .await;
+        match opened {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!(
+                "agent {agent:?}'s event stream in namespace {ns:?} did not open within {}s",
+                OPEN.as_secs()
+            ),
+        }
+        let task = tokio::spawn(stream(proxy, feed, title_rx, stop_rx, printed.clone()));
         Ok(Self {
+            title: Some(title_tx),
             stop: Some(stop_tx),
             task,
             printed,
         })
+    }
+
+    /// Follows the session titled `title` (the Task's).
+    pub(super) fn follow(&mut self, title: String) {
+        if let Some(sender) = self.title.take() {
+            let _ = sender.send(title);
+        }
     }
 
     /// Reads the session one last time, prints the rest, and says whether any answer text
@@ -124,28 +157,96 @@ impl SessionStream {
     }
 }
 
+/// The session titled `title`: found among the events since the stream opened (`true`: they
+/// are its whole history), or on the server (`false`: older than the stream).
+async fn find_session(
+    proxy: &ServerProxy,
+    feed: &mut mpsc::Receiver<Feed>,
+    title: &str,
+    stop: &mut oneshot::Receiver<()>,
+    since_open: &mut Vec<Event>,
+) -> Option<(String, bool)> {
+    let created = |events: &[Event]| {
+        events
+            .iter()
+            .position(|e| matches!(e, Event::SessionCreated(s) if s.title == title))
+    };
+    let mut look_up = true;
+    loop {
+        if let Some(at) = created(since_open) {
+            since_open.drain(..at);
+            let id = since_open[0].session_id().unwrap_or_default().to_string();
+            return Some((id, true));
+        }
+        if look_up {
+            look_up = false;
+            match proxy.session_titled(title).await {
+                Ok(Some(session)) => return Some((session.id, false)),
+                Ok(None) => {}
+                Err(e) => eprintln!("[kubeoc] looking for session {title:?}: {e}"),
+            }
+            // Only what comes from now on counts.
+            since_open.clear();
+        }
+        tokio::select! {
+            _ = &mut *stop => return None,
+            item = feed.recv() => match item {
+                Some(Feed::Event(event)) => since_open.push(event),
+                // Events were lost: the session may have been made meanwhile.
+                Some(Feed::Connected { resync: true }) => look_up = true,
+                Some(Feed::Connected { resync: false }) => {}
+                Some(Feed::Reconnecting { error, retry_in }) => eprintln!(
+                    "[kubeoc] lost the event stream ({error}); reconnecting in {:.1}s",
+                    retry_in.as_secs_f64()
+                ),
+                None => return None,
+            },
+        }
+    }
+}
+
 async fn stream(
     proxy: ServerProxy,
-    title: String,
+    mut feed: mpsc::Receiver<Feed>,
+    title: oneshot::Receiver<String>,
     mut stop: oneshot::Receiver<()>,
     printed: Arc<AtomicBool>,
 ) {
-    let mut feed: mpsc::Receiver<Feed> = feed::spawn(proxy.clone());
-    let session = loop {
-        match proxy.session_titled(&title).await {
-            Ok(Some(session)) => break session,
-            Ok(None) => {}
-            Err(e) => eprintln!("[kubeoc] looking for session {title:?}: {e}"),
-        }
+    // Until the Task exists, every event might be its session's.
+    let mut since_open: Vec<Event> = Vec::new();
+    tokio::pin!(title);
+    let title = loop {
         tokio::select! {
             _ = &mut stop => return,
-            () = tokio::time::sleep(LOOK_AGAIN) => {}
+            title = &mut title => match title {
+                Ok(title) => break title,
+                Err(_) => return,
+            },
+            item = feed.recv() => match item {
+                Some(Feed::Event(event)) => since_open.push(event),
+                Some(Feed::Reconnecting { .. }) => since_open.clear(),
+                Some(Feed::Connected { .. }) => {}
+                None => return,
+            },
         }
     };
-    let mut transcript = Transcript::new(&session.id);
+    let Some((id, replay)) =
+        find_session(&proxy, &mut feed, &title, &mut stop, &mut since_open).await
+    else {
+        return;
+    };
+    let mut transcript = Transcript::new(&id);
     let mut follower = TurnFollower::new(&transcript);
-    refresh(&proxy, &mut transcript, &mut follower, &printed).await;
-    // A read is due this long after the first event since the last read, however many come.
+    if replay {
+        for event in &since_open {
+            let change = transcript.apply(event);
+            print(follower.on_change(&transcript, &change), &printed);
+        }
+    } else {
+        refresh(&proxy, &mut transcript, &mut follower, &printed).await;
+    }
+    drop(since_open);
+    let mut reads_only = !replay;
     let mut due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -155,13 +256,21 @@ async fn stream(
             }
             item = feed.recv() => match item {
                 Some(Feed::Event(event)) => {
-                    if event.session_id() == Some(session.id.as_str()) {
-                        due.get_or_insert_with(|| tokio::time::Instant::now() + SETTLE);
+                    if reads_only {
+                        if event.session_id() == Some(id.as_str()) {
+                            due.get_or_insert_with(|| tokio::time::Instant::now() + SETTLE);
+                        }
+                    } else {
+                        let change = transcript.apply(&event);
+                        print(follower.on_change(&transcript, &change), &printed);
                     }
                 }
-                Some(Feed::Connected { .. }) => {
+                Some(Feed::Connected { resync: true }) => {
+                    // Events were lost: from here on, reads say what to print.
+                    reads_only = true;
                     due.get_or_insert_with(tokio::time::Instant::now);
                 }
+                Some(Feed::Connected { resync: false }) => {}
                 Some(Feed::Reconnecting { error, retry_in }) => eprintln!(
                     "[kubeoc] lost the event stream ({error}); reconnecting in {:.1}s",
                     retry_in.as_secs_f64()

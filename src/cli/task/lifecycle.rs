@@ -129,7 +129,8 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
         .unwrap_or_else(|| pod::task_session_title(&task));
     let current = phase(task.status.as_ref());
     if args.follow && !current.is_finished() {
-        let stream = SessionStream::start(&cluster.client, &ns, &agent.name, title).await?;
+        let mut stream = SessionStream::open(&cluster.client, &ns, &agent.name).await?;
+        stream.follow(title);
         let finished = super::submit::watch_until_finished(&tasks(&cluster, &ns), &name, &ns).await;
         stream.finish().await;
         return finished.map(|_| ());

@@ -167,6 +167,12 @@ pub(super) async fn submit(cluster_args: &ClusterArgs, args: SubmitArgs) -> anyh
         .clone()
         .or(task.metadata.generate_name.clone())
         .unwrap_or_default();
+    // The answer streams from its first word only if the agent's events are read before the
+    // Task exists.
+    let mut session = match (&task.spec.agent_ref, args.follow) {
+        (Some(agent), true) => Some(SessionStream::open(&cluster.client, &ns, &agent.name).await?),
+        _ => None,
+    };
     let created = api
         .create(&params, &task)
         .await
@@ -177,7 +183,10 @@ pub(super) async fn submit(cluster_args: &ClusterArgs, args: SubmitArgs) -> anyh
         return write_stdout(&format!("{RESOURCE}/{name} created\n"));
     }
     eprintln!("{RESOURCE}/{name} created");
-    let finished = wait(&cluster.client, &api, &name, &ns, args.follow).await?;
+    if let Some(stream) = session.as_mut() {
+        stream.follow(crate::controller::pod::task_session_title(&created));
+    }
+    let finished = wait(&api, &name, &ns, session).await?;
     verdict(&finished).into_result(&name, &ns)
 }
 
@@ -318,47 +327,29 @@ pub(super) async fn watch_until_finished(
     }
 }
 
-/// Watches the Task until it finishes, printing its progress to stderr; with `follow`, the
-/// session's answer streams to stdout meanwhile. Without it, the answer (`status.result`) is
-/// printed at the end.
+/// Watches the Task until it finishes, printing its progress to stderr, while `session` (if
+/// any) streams its answer to stdout. Without a stream, the answer (`status.result`) is printed
+/// at the end.
 async fn wait(
-    client: &kube::Client,
     api: &Api<Task>,
     name: &str,
     ns: &str,
-    follow: bool,
+    session: Option<SessionStream>,
 ) -> anyhow::Result<Task> {
-    let mut watch = TaskWatch::new(api, name, ns);
-    let mut session: Option<SessionStream> = None;
-    loop {
-        let task = watch.next().await?;
-        let status = task.status.clone().unwrap_or_default();
-        let phase = phase(Some(&status));
-        if follow
-            && session.is_none()
-            && matches!(
-                phase,
-                TaskPhase::Running | TaskPhase::Completed | TaskPhase::Failed
-            )
-            && let Some(agent) = status.agent_ref.as_ref().or(task.spec.agent_ref.as_ref())
-            && let Some(title) = status.session.as_ref().and_then(|s| s.title.clone())
-        {
-            session = Some(SessionStream::start(client, ns, &agent.name, title).await?);
-        }
-        if phase.is_finished() {
-            let streamed = match session.take() {
-                Some(stream) => stream.finish().await,
-                None => false,
-            };
-            if !streamed
-                && phase == TaskPhase::Completed
-                && let Some(result) = status.result.as_deref()
-            {
-                write_stdout(&format!("{}\n", result.trim_end()))?;
-            }
-            return Ok(task);
-        }
+    let task = watch_until_finished(api, name, ns).await;
+    let streamed = match session {
+        Some(stream) => stream.finish().await,
+        None => false,
+    };
+    let task = task?;
+    let status = task.status.clone().unwrap_or_default();
+    if !streamed
+        && status.phase == Some(TaskPhase::Completed)
+        && let Some(result) = status.result.as_deref()
+    {
+        write_stdout(&format!("{}\n", result.trim_end()))?;
     }
+    Ok(task)
 }
 
 #[cfg(test)]

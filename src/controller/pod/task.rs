@@ -6,7 +6,7 @@
 //!
 //! The password reaches it from the Agent's Secret (`secretKeyRef`, read by OpenCode as
 //! `OPENCODE_SERVER_PASSWORD`), never in the pod spec or its arguments; the prompt is in an
-//! environment variable so no shell quoting can change it.
+//! environment variable, piped to `opencode run` on stdin, so no shell quoting can change it.
 
 use std::collections::BTreeMap;
 
@@ -33,8 +33,10 @@ pub const TASK_CONTAINER: &str = "task";
 /// Environment variable holding the prompt in the Task's container.
 pub const PROMPT_ENV: &str = "KUBEOC_PROMPT";
 
-/// `opencode run` reads stdin to its end when it is not a terminal: give it none.
-const RUN_SCRIPT: &str = r#"exec /tools/opencode run --attach "$KUBEOC_SERVER_URL" --dir "$WORKSPACE_DIR" --title "$KUBEOC_SESSION_TITLE" "$KUBEOC_PROMPT" </dev/null"#;
+/// `opencode run` reads a prompt on stdin to its end (it is never a terminal here). A prompt
+/// given as an argument instead reaches the model in double quotes when it has spaces
+/// (1.18.33), so it comes on stdin, byte for byte.
+const RUN_SCRIPT: &str = r#"printf '%s' "$KUBEOC_PROMPT" | /tools/opencode run --attach "$KUBEOC_SERVER_URL" --dir "$WORKSPACE_DIR" --title "$KUBEOC_SESSION_TITLE""#;
 
 /// Name of a Task's pod: `<task>-pod`.
 pub fn task_pod_name(task: &str) -> String {
@@ -286,7 +288,10 @@ mod tests {
             command.contains("--attach \"$KUBEOC_SERVER_URL\""),
             "{command}"
         );
-        assert!(command.ends_with("</dev/null"), "{command}");
+        assert!(
+            command.starts_with("/bin/sh -c printf '%s' \"$KUBEOC_PROMPT\" |"),
+            "{command}"
+        );
         assert!(
             !command.contains("fix"),
             "the prompt stays out of the arguments"

@@ -191,7 +191,8 @@ async fn remove_finalizer(ctx: &Context, task: &Task) -> Result<(), ReconcileErr
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // Gone, or changed since the cache saw it: the change's watch event brings it back.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(source) => Err(ReconcileError::Write {
             action: "removing the finalizer from",
             object: object(task),

@@ -75,11 +75,12 @@ pub(super) async fn step(
 
     let pod_name = pod::task_pod_name(&task.name_any());
     let cached = stores::get(&ctx.stores.task_pods, &ns, &pod_name).filter(|p| owned_by(p, task));
+    // Before the pod: from now on the session may be live on the server.
+    add_finalizer(ctx, task).await?;
     if status.pod_name.is_none() {
         if cached.is_none() {
             create_pod(ctx, task, &target).await?;
         }
-        add_finalizer(ctx, task).await?;
         let next = TaskStatus {
             pod_name: Some(pod_name),
             ..status
@@ -88,24 +89,22 @@ pub(super) async fn step(
         return Ok(wait());
     }
     let pod = match cached {
+        // Being deleted (not by us: a stop ends the Task first): its client is going, and the
+        // grace period may be long.
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+            return pod_deleted(ctx, task, &target, &status, &pod_name).await;
+        }
         Some(pod) => pod,
         None => {
             // The cache may not have seen a pod made moments ago: ask before failing.
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             match pods.get_opt(&pod_name).await {
-                Ok(Some(pod)) if owned_by(&pod, task) => std::sync::Arc::new(pod),
-                Ok(_) => {
-                    abort_session(ctx, &target, &status).await;
-                    let failed = finish::failed(
-                        task,
-                        &status,
-                        "PodDeleted",
-                        &format!(
-                            "pod {pod_name} was deleted while the Task ran; its session was aborted"
-                        ),
-                    );
-                    return finish::write_final(ctx, task, failed).await;
+                Ok(Some(pod))
+                    if owned_by(&pod, task) && pod.metadata.deletion_timestamp.is_none() =>
+                {
+                    std::sync::Arc::new(pod)
                 }
+                Ok(_) => return pod_deleted(ctx, task, &target, &status, &pod_name).await,
                 Err(source) => {
                     return Err(ReconcileError::Read {
                         object: format!("Pod {ns}/{pod_name}"),
@@ -179,6 +178,24 @@ pub(super) async fn step(
         Outcome::Unfinished => return Ok(Action::requeue(UNFINISHED_RETRY)),
     };
     finish::write_final(ctx, task, done).await
+}
+
+/// The Task's pod went while it ran: its session is aborted and the Task fails.
+async fn pod_deleted(
+    ctx: &Context,
+    task: &Task,
+    target: &Target,
+    status: &TaskStatus,
+    pod_name: &str,
+) -> Result<Action, ReconcileError> {
+    abort_session(ctx, target, status).await;
+    let failed = finish::failed(
+        task,
+        status,
+        "PodDeleted",
+        &format!("pod {pod_name} was deleted while the Task ran; its session was aborted"),
+    );
+    finish::write_final(ctx, task, failed).await
 }
 
 /// Whether `pod` is this Task's (not one of an earlier Task of the same name).
