@@ -645,3 +645,80 @@ async fn a_standby_agent_resumes_for_a_task_and_idles_again_after() -> anyhow::R
     suspended(agents).await?;
     Ok(())
 }
+
+/// Upstream KubeOpenCode's Task examples (`make test-upstream`, which sets
+/// `KUBEOC_UPSTREAM_EXAMPLES`).
+#[cfg(feature = "upstream-tests")]
+mod upstream_tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Every YAML document of kind `kind` in upstream's `resources/` and `docs/`.
+    fn upstream_objects(kind: &str) -> anyhow::Result<Vec<Value>> {
+        let dir = std::env::var_os("KUBEOC_UPSTREAM_EXAMPLES")
+            .map(PathBuf::from)
+            .context("set KUBEOC_UPSTREAM_EXAMPLES to the folder of upstream's published YAML")?;
+        let mut found = Vec::new();
+        for sub in ["resources", "docs"] {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file)?;
+                let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                    .with_context(|| format!("parsing {}", file.display()))?;
+                found.extend(docs.into_iter().filter(|d| d["kind"] == kind));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every upstream Task on a live Agent runs unchanged: its Agent (on the stub model) is
+    /// made, the Task applied as published (only its namespace dropped), and it Completes with
+    /// the stub's echo of its description, so the prompt reached the model as written.
+    #[tokio::test]
+    async fn upstream_task_examples_run_unchanged() -> anyhow::Result<()> {
+        let tasks_of_upstream: Vec<Value> = upstream_objects("Task")?
+            .into_iter()
+            .filter(|t| t["spec"]["agentRef"]["name"].is_string())
+            .collect();
+        ensure!(
+            tasks_of_upstream.len() >= 3,
+            "upstream has {} agentRef Tasks",
+            tasks_of_upstream.len()
+        );
+        let bed = Bed::start("task-upstream").await?;
+        let mut agents: Vec<String> = tasks_of_upstream
+            .iter()
+            .filter_map(|t| t["spec"]["agentRef"]["name"].as_str().map(str::to_string))
+            .collect();
+        agents.sort();
+        agents.dedup();
+        let ready = agents.iter().map(|a| bed.ready_agent(a, json!({})));
+        for result in futures::future::join_all(ready).await {
+            result?;
+        }
+        for mut task in tasks_of_upstream {
+            if let Some(meta) = task["metadata"].as_object_mut() {
+                meta.remove("namespace");
+            }
+            apply(&bed.n, &task).await?;
+            let name = task["metadata"]["name"].as_str().unwrap_or_default();
+            let done = wait_phase(&bed, name, TaskPhase::Completed, WAIT).await?;
+            let description = task["spec"]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .trim();
+            let result = done.status.and_then(|s| s.result).unwrap_or_default();
+            ensure!(
+                result.starts_with("stub answer:")
+                    && result.contains(description.lines().next().unwrap_or_default()),
+                "Task {name}: the answer {result:?} does not echo its description {description:?}"
+            );
+        }
+        Ok(())
+    }
+}

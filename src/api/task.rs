@@ -50,6 +50,9 @@ fn task_spec_rules(schema: &mut schemars::Schema) {
     printcolumn = r#"{"name": "Template", "type": "string", "jsonPath": ".status.templateRef.name", "priority": 1}"#,
     printcolumn = r#"{"name": "Pod", "type": "string", "jsonPath": ".status.podName"}"#,
     printcolumn = r#"{"name": "Queue", "type": "integer", "jsonPath": ".status.queuePosition", "priority": 1, "description": "Position in the agent's queue while Queued (kubeoc extension)"}"#,
+    printcolumn = r#"{"name": "Tokens In", "type": "integer", "jsonPath": ".status.session.summary.tokenUsage.input", "priority": 1, "description": "Input tokens of the Task's session (kubeoc extension)"}"#,
+    printcolumn = r#"{"name": "Tokens Out", "type": "integer", "jsonPath": ".status.session.summary.tokenUsage.output", "priority": 1, "description": "Output tokens of the Task's session (kubeoc extension)"}"#,
+    printcolumn = r#"{"name": "Started", "type": "date", "jsonPath": ".status.startTime", "priority": 1, "description": "When the Task entered phase Running"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: the testbed up, kubeoc installed, the controller running in-process, the example
-# team-agent Ready with a real OpenCode server, and a prompt answered through the apiserver
-# service proxy (kubectl kubeoc agent attach --prompt).
+# team-agent Ready with a real OpenCode server, a Task run to completion on it with its answer
+# streamed, and the chat terminal's attach command to type next.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -55,10 +55,16 @@ say "team-agent Ready in $(( $(date +%s) - start ))s"
 "$plugin" agent list -n "$ns" -o wide
 kubectl -n "$ns" get agent team-agent -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.message}){"\n"}{end}'
 
-# Until Tasks land, one prompt through the apiserver's service proxy, as a person sends it:
-# kubeoc reads the password from the Agent's Secret and sends it in a header (never the URL).
-say "kubectl kubeoc agent attach team-agent --prompt ... (through the apiserver service proxy); the answer, streamed:"
-"$plugin" -n "$ns" agent attach team-agent --prompt "[[reply:Hello from the team-agent, running on the testbed.]]"
+# A Task on the live server, as automation submits one: queued, admitted, run by a pod with
+# `opencode run --attach`, its answer streamed from the session's events through the apiserver's
+# service proxy while the agent writes it. (The testbed's stub model answers what [[reply:...]]
+# asks for, [[slow:MS]] apart per word.)
+say "kubectl kubeoc task submit --agent team-agent --wait --follow ... (the answer, streamed):"
+start=$(date +%s)
+"$plugin" -n "$ns" task submit --agent team-agent --wait --follow \
+  "Summarize code/README.md in one sentence. [[reply:The team repo holds the code the team-agent works on, and this answer came from its live OpenCode server.]] [[slow:60]]"
+say "Task Completed in $(( $(date +%s) - start ))s"
+"$plugin" -n "$ns" task list
 
 cat <<MSG
 
@@ -70,4 +76,6 @@ Next (kubectl finds the plugin on PATH as kubectl-kubeoc):
   curl -s http://127.0.0.1:8080/metrics | grep ^kubeoc_   # the controller's metrics
   kubectl kubeoc agent attach team-agent -n $ns     # the chat terminal (? shows the keys)
   kubectl kubeoc agent attach team-agent -n $ns --prompt "What is in code/README.md?"
+  kubectl kubeoc task submit --agent team-agent -n $ns --wait --follow "Fix the failing test"
+  kubectl kubeoc task list -n $ns -o wide
 MSG
