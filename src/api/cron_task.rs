@@ -73,8 +73,9 @@ pub struct CronTaskSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
-    /// Most child Tasks (in any phase) that may exist; while reached, runs are skipped until
-    /// Tasks are deleted (by hand or by KubeOpenCodeConfig cleanup). At least 1; default 10.
+    /// Most child Tasks (in any phase) that may exist: before a run, the oldest finished ones
+    /// are deleted to make room; while every one is still active, runs are skipped. At least
+    /// 1; default 10.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1), extend("default" = 10))]
     pub max_retained_tasks: Option<i32>,

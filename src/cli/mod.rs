@@ -2,6 +2,7 @@
 
 pub mod agent;
 mod controller;
+pub mod crontask;
 pub mod describe;
 mod front;
 mod install;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Submit Tasks (prompts for an Agent), follow them, read their answers, stop them.
     #[command(subcommand, visible_aliases = ["tasks", "tk"])]
     Task(task::TaskCommand),
+    /// List, inspect, trigger, suspend, resume and delete CronTasks (Tasks on a schedule).
+    #[command(subcommand, visible_aliases = ["crontasks", "ct"])]
+    Crontask(crontask::CronTaskCommand),
     /// Run the reconcile loop in this process.
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
@@ -62,6 +66,7 @@ impl Cli {
         match self.command {
             Command::Agent(command) => agent::run(&self.cluster, command).await,
             Command::Task(command) => task::run(&self.cluster, command).await,
+            Command::Crontask(command) => crontask::run(&self.cluster, command).await,
             Command::Controller(command) => controller::run_command(&self.cluster, command).await,
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod conditions;
+pub mod cron_task;
 pub mod git_remote;
 pub mod leader;
 pub mod metrics;
@@ -46,4 +47,6 @@ pub struct Context {
     pub task_queues: task::QueueLocks,
     /// The order the Task watch delivered Tasks in (first come, first served).
     pub task_arrivals: task::Arrivals,
+    /// The CronTasks this process wrote, until the watch cache shows them.
+    pub cron_written: cron_task::Written,
 }

@@ -20,9 +20,9 @@ use super::backoff::Backoff;
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
 use super::stores::{self, Subscriptions};
-use super::{Context, agent, metrics, pod, task};
+use super::{Context, agent, cron_task, metrics, pod, task};
 use crate::api::config::CONFIG_NAME;
-use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
+use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
 
 /// Options of `controller run`.
 #[derive(Debug, Clone)]
@@ -63,6 +63,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.register_kind("Agent");
     metrics.register_kind("Task");
+    metrics.register_kind("CronTask");
     // Serve before anything else: probes must answer while we wait for the Lease, and keep
     // serving (readyz 503) while in-flight reconciles drain.
     let server = match options.metrics_addr {
@@ -103,6 +104,24 @@ async fn reconcile_task(
     let timer = ctx.metrics.reconcile_started("Task");
     let key = task::backoff_key(&task);
     let result = task::reconcile(task, ctx.clone()).await;
+    match &result {
+        Ok(_) => {
+            ctx.error_backoff.reset(&key);
+            timer.finish(None);
+        }
+        Err(err) => timer.finish(Some(err.label())),
+    }
+    result
+}
+
+/// Times and counts [`cron_task::reconcile`] without touching it.
+async fn reconcile_cron_task(
+    cron: Arc<CronTask>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, cron_task::ReconcileError> {
+    let timer = ctx.metrics.reconcile_started("CronTask");
+    let key = cron_task::backoff_key(&cron);
+    let result = cron_task::reconcile(cron, ctx.clone()).await;
     match &result {
         Ok(_) => {
             ctx.error_backoff.reset(&key);
@@ -208,6 +227,7 @@ async fn run_controllers(
         task_statuses: Default::default(),
         task_queues: Default::default(),
         task_arrivals: Default::default(),
+        cron_written: Default::default(),
     });
     let synced = {
         let (metrics, stores) = (metrics.clone(), stores.clone());
@@ -282,7 +302,21 @@ async fn run_controllers(
         pods,
         task_pods,
         tasks,
+        cron_tasks,
     } = subscriptions;
+    // A child Task's change (it finished, it went) concerns its CronTask's next run.
+    let cron_controller = Controller::for_shared_stream(cron_tasks, stores.cron_tasks.clone())
+        .watches_shared_stream(tasks.clone(), |task: Arc<Task>| {
+            cron_task::cron_of_task(&task)
+        })
+        .graceful_shutdown_on(drain())
+        .run(reconcile_cron_task, cron_task::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(crontask = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
+                Err(err) => tracing::debug!("reconcile error: {err}"),
+            }
+        });
     // An Agent's change (Ready, resumed, a new limit) concerns the Tasks waiting for it or
     // running on it.
     let all_tasks = stores.tasks.clone();
@@ -347,7 +381,7 @@ async fn run_controllers(
             }
         });
     let reconciling = async move {
-        futures::join!(agent_controller, task_controller);
+        futures::join!(agent_controller, task_controller, cron_controller);
     };
     // Losing the Lease stops reconciling at once: dropping the controller cancels in-flight
     // reconciles, whose writes could otherwise land after another leader's.

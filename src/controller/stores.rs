@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::pod::{CHILD_SELECTOR, TASK_POD_SELECTOR};
 use crate::api::config::CONFIG_NAME;
-use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
+use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
 
 /// How many changes a subscriber may lag behind before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -38,6 +38,7 @@ pub struct Stores {
     /// Pods of Tasks (label `kubeopencode.io/task`).
     pub task_pods: Store<Pod>,
     pub tasks: Store<Task>,
+    pub cron_tasks: Store<CronTask>,
     synced: Arc<AtomicBool>,
 }
 
@@ -54,6 +55,7 @@ pub struct Subscriptions {
     pub pods: ReflectHandle<Pod>,
     pub task_pods: ReflectHandle<Pod>,
     pub tasks: ReflectHandle<Task>,
+    pub cron_tasks: ReflectHandle<CronTask>,
 }
 
 /// The running watches; they stop when this is dropped.
@@ -155,6 +157,11 @@ pub fn start(
         watcher::Config::default(),
         &mut tasks,
     );
+    let (cron_tasks, cron_tasks_sub) = watch(
+        namespaced::<CronTask>(client, namespace),
+        watcher::Config::default(),
+        &mut tasks,
+    );
     let stores = Stores {
         agents,
         templates,
@@ -167,6 +174,7 @@ pub fn start(
         pods,
         task_pods,
         tasks: tasks_store,
+        cron_tasks,
         synced: Arc::default(),
     };
     let subscriptions = Subscriptions {
@@ -181,6 +189,7 @@ pub fn start(
         pods: pods_sub,
         task_pods: task_pods_sub,
         tasks: tasks_sub,
+        cron_tasks: cron_tasks_sub,
     };
     (stores, subscriptions, Watches { tasks })
 }
@@ -223,7 +232,8 @@ impl Stores {
             && ready(&self.config_maps).await
             && ready(&self.pods).await
             && ready(&self.task_pods).await
-            && ready(&self.tasks).await;
+            && ready(&self.tasks).await
+            && ready(&self.cron_tasks).await;
         if all {
             self.synced.store(true, Ordering::Release);
         }

@@ -55,3 +55,33 @@ impl Bed {
         self.ready(&agent_manifest(name, extra_spec)).await
     }
 }
+
+impl Drop for Bed {
+    /// The namespace goes while its controller still runs: a running Task's finalizer (which
+    /// aborts its session) needs the controller, or the namespace would never finish deleting.
+    fn drop(&mut self) {
+        if self.controller.is_none() || std::env::var_os("KUBEOC_KEEP_FAILED_NAMESPACES").is_some()
+        {
+            return;
+        }
+        let kubectl = |args: &[&str]| {
+            let _ = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeoc_testbed::kubeconfig_path())
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        kubectl(&["delete", "namespace", &self.n, "--wait=false"]);
+        kubectl(&[
+            "-n",
+            &self.n,
+            "wait",
+            "--for=delete",
+            "tasks",
+            "--all",
+            "--timeout=30s",
+        ]);
+    }
+}
