@@ -721,4 +721,35 @@ mod upstream_tests {
         }
         Ok(())
     }
+
+    /// Every upstream CronTask applies unchanged and is scheduled: its next run (in its time
+    /// zone) is in the status, with condition Scheduled.
+    #[tokio::test]
+    async fn upstream_crontask_examples_are_scheduled_unchanged() -> anyhow::Result<()> {
+        let crons = upstream_objects("CronTask")?;
+        ensure!(crons.len() >= 3, "upstream has {} CronTasks", crons.len());
+        let bed = Bed::start("crontask-upstream").await?;
+        let api: Api<kubeoc::api::CronTask> = Api::namespaced(bed.client.clone(), &bed.n);
+        for mut cron in crons {
+            if let Some(meta) = cron["metadata"].as_object_mut() {
+                meta.remove("namespace");
+            }
+            apply(&bed.n, &cron).await?;
+            let name = cron["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let next = wait_until(&format!("CronTask {name} scheduled"), WAIT, || async {
+                let got = api.get(&name).await?;
+                Ok(got.status.and_then(|s| s.next_schedule_time))
+            })
+            .await?;
+            ensure!(
+                next.0 > k8s_openapi::jiff::Timestamp::now(),
+                "CronTask {name}: next run {} is not ahead",
+                next.0
+            );
+        }
+        Ok(())
+    }
 }
