@@ -17,11 +17,10 @@ use super::print::{report_failures, write_stdout};
 use crate::api::cron_task::{CronTask, TRIGGER_ANNOTATION};
 use crate::api::task::Task;
 use crate::cluster::{ClusterArgs, FIELD_MANAGER};
+use crate::controller::cron_task::CRONTASK_LABEL;
 
 /// How `-o name` and kubectl's messages spell the resource.
 const RESOURCE: &str = "crontask.kubeopencode.io";
-/// Label on the Tasks a CronTask creates.
-const CRONTASK_LABEL: &str = "kubeopencode.io/crontask";
 
 /// `kubectl kubeoc crontask ...`
 #[derive(Debug, clap::Subcommand)]

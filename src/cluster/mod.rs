@@ -2,6 +2,7 @@
 //! installing kubeoc into it.
 
 pub mod install;
+pub mod pods;
 
 use std::path::PathBuf;
 use std::time::Duration;

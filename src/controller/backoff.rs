@@ -5,6 +5,18 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use kube::{Resource, ResourceExt};
+
+/// Key of an object in the backoff tables: `<kind>/<namespace>/<name>`.
+pub fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
 /// Attempts per key (`<kind>/<namespace>/<name>` or any other string).
 #[derive(Debug)]
 pub struct Backoff {

@@ -11,18 +11,19 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::Controller;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, key_of};
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
 use super::stores::{self, Subscriptions};
 use super::{Context, agent, cron_task, metrics, pod, task};
 use crate::api::config::CONFIG_NAME;
-use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
+use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
 
 /// Options of `controller run`.
 #[derive(Debug, Clone)]
@@ -78,14 +79,21 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     result
 }
 
-/// Times and counts [`agent::reconcile`] without touching it.
-async fn reconcile_agent(
-    agent: Arc<Agent>,
+/// A reconciler's error, labelled for the failure metrics.
+pub trait Failure: std::error::Error + Send + Sync + 'static {
+    /// The metric label of this error.
+    fn label(&self) -> &'static str;
+}
+
+/// Times and counts one reconcile of `key`, and forgets its failures when it works.
+async fn timed<E: Failure>(
+    kind: &'static str,
+    key: String,
     ctx: Arc<Context>,
-) -> Result<kube::runtime::controller::Action, agent::ReconcileError> {
-    let timer = ctx.metrics.reconcile_started("Agent");
-    let key = agent::backoff_key(&agent);
-    let result = agent::reconcile(agent, ctx.clone()).await;
+    reconcile: impl Future<Output = Result<Action, E>>,
+) -> Result<Action, E> {
+    let timer = ctx.metrics.reconcile_started(kind);
+    let result = reconcile.await;
     match &result {
         Ok(_) => {
             ctx.error_backoff.reset(&key);
@@ -96,40 +104,26 @@ async fn reconcile_agent(
     result
 }
 
-/// Times and counts [`task::reconcile`] without touching it.
-async fn reconcile_task(
-    task: Arc<Task>,
+/// Retries a failed reconcile with per-object exponential backoff.
+fn retry_later<K: Resource<DynamicType = ()>, E: Failure>(
+    object: Arc<K>,
+    error: &E,
     ctx: Arc<Context>,
-) -> Result<kube::runtime::controller::Action, task::ReconcileError> {
-    let timer = ctx.metrics.reconcile_started("Task");
-    let key = task::backoff_key(&task);
-    let result = task::reconcile(task, ctx.clone()).await;
-    match &result {
-        Ok(_) => {
-            ctx.error_backoff.reset(&key);
-            timer.finish(None);
-        }
-        Err(err) => timer.finish(Some(err.label())),
-    }
-    result
+) -> Action {
+    let key = key_of(&*object);
+    let delay = ctx.error_backoff.next(&key);
+    tracing::warn!(object = %key, retry_in = ?delay, "reconcile failed: {error}");
+    Action::requeue(delay)
 }
 
-/// Times and counts [`cron_task::reconcile`] without touching it.
-async fn reconcile_cron_task(
-    cron: Arc<CronTask>,
-    ctx: Arc<Context>,
-) -> Result<kube::runtime::controller::Action, cron_task::ReconcileError> {
-    let timer = ctx.metrics.reconcile_started("CronTask");
-    let key = cron_task::backoff_key(&cron);
-    let result = cron_task::reconcile(cron, ctx.clone()).await;
-    match &result {
-        Ok(_) => {
-            ctx.error_backoff.reset(&key);
-            timer.finish(None);
-        }
-        Err(err) => timer.finish(Some(err.label())),
+/// Logs one reconcile's outcome at debug level (failures are logged by [`retry_later`]).
+async fn log_outcome<K: Resource<DynamicType = ()>, E: std::error::Error, W: std::error::Error>(
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, W>>,
+) {
+    match result {
+        Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+        Err(err) => tracing::debug!("reconcile error: {err}"),
     }
-    result
 }
 
 async fn run_controllers(
@@ -310,13 +304,19 @@ async fn run_controllers(
             cron_task::cron_of_task(&task)
         })
         .graceful_shutdown_on(drain())
-        .run(reconcile_cron_task, cron_task::error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(crontask = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
-                Err(err) => tracing::debug!("reconcile error: {err}"),
-            }
-        });
+        .run(
+            |cron, ctx| {
+                timed(
+                    "CronTask",
+                    key_of(&*cron),
+                    ctx.clone(),
+                    cron_task::reconcile(cron, ctx),
+                )
+            },
+            retry_later,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
     // An Agent's change (Ready, resumed, a new limit) concerns the Tasks waiting for it or
     // running on it.
     let all_tasks = stores.tasks.clone();
@@ -350,13 +350,19 @@ async fn run_controllers(
         .owns_shared_stream(task_pods)
         .watches_shared_stream(agent_changes.clone(), tasks_of_agent)
         .graceful_shutdown_on(drain())
-        .run(reconcile_task, task::error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(task = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
-                Err(err) => tracing::debug!("reconcile error: {err}"),
-            }
-        });
+        .run(
+            |task, ctx| {
+                timed(
+                    "Task",
+                    key_of(&*task),
+                    ctx.clone(),
+                    task::reconcile(task, ctx),
+                )
+            },
+            retry_later,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
     let mut controller = Controller::for_shared_stream(agent_changes, stores.agents.clone())
         .owns_shared_stream(deployments)
         .owns_shared_stream(services)
@@ -373,13 +379,19 @@ async fn run_controllers(
     }
     let agent_controller = controller
         .graceful_shutdown_on(drain())
-        .run(reconcile_agent, agent::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(agent = %format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name), "reconciled"),
-                Err(err) => tracing::debug!("reconcile error: {err}"),
-            }
-        });
+        .run(
+            |agent, ctx| {
+                timed(
+                    "Agent",
+                    key_of(&*agent),
+                    ctx.clone(),
+                    agent::reconcile(agent, ctx),
+                )
+            },
+            retry_later,
+            ctx,
+        )
+        .for_each(log_outcome);
     let reconciling = async move {
         futures::join!(agent_controller, task_controller, cron_controller);
     };

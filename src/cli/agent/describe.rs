@@ -15,6 +15,7 @@ use crate::api::context::ContextType;
 pub(super) use crate::cli::describe::{align, event_row, event_time, one_line, or_none, section};
 use crate::cli::output::human_age;
 use crate::cluster::ClusterArgs;
+use crate::cluster::pods::waiting_reason;
 use crate::controller::pod;
 use crate::redact;
 
@@ -580,10 +581,7 @@ fn pod_state(pod: &Pod, now: Timestamp) -> String {
     let containers = status.container_statuses.unwrap_or_default();
     let ready = containers.iter().filter(|c| c.ready).count();
     let restarts: i32 = containers.iter().map(|c| c.restart_count).sum();
-    let waiting = containers
-        .iter()
-        .chain(status.init_container_statuses.iter().flatten())
-        .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    let waiting = waiting_reason(pod);
     let mut s = if pod.metadata.deletion_timestamp.is_some() {
         "Terminating".to_owned()
     } else {

@@ -13,6 +13,7 @@ use crate::cli::describe::{align, event_row, event_time, one_line, or_none, sect
 use crate::cli::output::{human_age, human_duration};
 use crate::cli::print::write_stdout;
 use crate::cluster::ClusterArgs;
+use crate::cluster::pods::waiting_reason;
 use crate::controller::pod;
 
 /// `task describe`.
@@ -52,19 +53,12 @@ pub(super) async fn describe(cluster_args: &ClusterArgs, args: DescribeArgs) -> 
 }
 
 fn pod_state(pod: &Pod) -> String {
-    let status = pod.status.as_ref();
-    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
-    let waiting = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .chain(
-            status
-                .and_then(|s| s.init_container_statuses.as_ref())
-                .into_iter()
-                .flatten(),
-        )
-        .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let waiting = waiting_reason(pod);
     match waiting {
         Some(reason) if phase == "Pending" => format!("{phase} ({reason})"),
         _ => phase,

@@ -97,9 +97,8 @@ pub enum ReconcileError {
     },
 }
 
-impl ReconcileError {
-    /// The metric label of this error.
-    pub fn label(&self) -> &'static str {
+impl super::run::Failure for ReconcileError {
+    fn label(&self) -> &'static str {
         match self {
             Self::Apply { .. } => "apply",
             Self::Read { .. } => "read",
@@ -115,15 +114,6 @@ impl ReconcileError {
 fn read_err(object: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
     let object = object.into();
     move |source| ReconcileError::Read { object, source }
-}
-
-/// Key of an Agent in the backoff tables.
-pub fn backoff_key(agent: &Agent) -> String {
-    format!(
-        "{}/{}",
-        agent.namespace().unwrap_or_default(),
-        agent.name_any()
-    )
 }
 
 /// The cluster's KubeOpenCodeConfig (`cluster`) from its cache, or defaults when there is
@@ -441,7 +431,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             source: rejection.source,
         });
     }
-    let health_key = format!("health/{}", backoff_key(&agent));
+    let health_key = format!("health/{}", super::backoff::key_of(&*agent));
     if server_ready.ok && !health_ok {
         // Available but not answering well: no watch event will say when that changes.
         return Ok(Action::requeue(ctx.health_backoff.next(&health_key)));
@@ -522,12 +512,4 @@ async fn server_problem(
         }
     }
     pods.iter().find_map(|p| status::pod_problem(p))
-}
-
-/// Retries a failed reconcile with per-Agent exponential backoff.
-pub fn error_policy(agent: Arc<Agent>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(&agent);
-    let delay = ctx.error_backoff.next(&key);
-    tracing::warn!(agent = %key, retry_in = ?delay, "reconcile failed: {error}");
-    Action::requeue(delay)
 }

@@ -77,23 +77,13 @@ pub enum ReconcileError {
     },
 }
 
-impl ReconcileError {
-    /// The metric label of this error.
-    pub fn label(&self) -> &'static str {
+impl super::run::Failure for ReconcileError {
+    fn label(&self) -> &'static str {
         match self {
             Self::Status { .. } => "status",
             Self::Write { .. } => "write",
         }
     }
-}
-
-/// Key of a CronTask in the backoff tables.
-pub fn backoff_key(cron: &CronTask) -> String {
-    format!(
-        "crontask/{}/{}",
-        cron.namespace().unwrap_or_default(),
-        cron.name_any()
-    )
 }
 
 fn object(cron: &CronTask) -> String {
@@ -768,14 +758,6 @@ async fn publish(ctx: &Context, cron: &CronTask, notice: &Notice) {
     if let Err(e) = ctx.recorder.publish(&event, &cron.object_ref(&())).await {
         tracing::warn!(crontask = %cache_key(cron), "could not publish an Event: {e}");
     }
-}
-
-/// Retries a failed reconcile with per-CronTask exponential backoff.
-pub fn error_policy(cron: Arc<CronTask>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(&cron);
-    let delay = ctx.error_backoff.next(&key);
-    tracing::warn!(crontask = %key, retry_in = ?delay, "reconcile failed: {error}");
-    Action::requeue(delay)
 }
 
 #[cfg(test)]

@@ -1,16 +1,36 @@
 //! What every container of an agent's pods is built from: helper containers in the system
 //! image, pull policies, podSpec.systemContainers overrides, the restricted security contexts.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, SeccompProfile, SecurityContext,
-    VolumeMount,
+    Capabilities, Container, EnvVar, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::env::env_value;
 use super::{BuildSettings, HOME_DIR};
 use crate::api::agent::{AgentPodSpec, ContainerOverrides};
 
 const SYSTEM_SHELL: &str = "/bin/sh";
+
+/// Requests of `cpu` and `memory`, and a memory limit (no CPU limit: throttling a streaming
+/// reply helps nobody).
+pub(super) fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    let quantity = |q: &str| Quantity(q.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity(cpu)),
+            ("memory".to_string(), quantity(memory)),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            quantity(memory_limit),
+        )])),
+        ..Default::default()
+    }
+}
 
 pub(super) fn system_containers(pod_spec: &AgentPodSpec) -> crate::api::agent::SystemContainers {
     pod_spec.system_containers.clone().unwrap_or_default()

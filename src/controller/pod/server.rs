@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::containers::{
     apply_overrides, container_security, default_pod_security, image_or, pull_policy, push_all,
-    system_container, system_containers,
+    resources, system_container, system_containers,
 };
 use super::contexts::{ContextPlan, plan_contexts};
 use super::credentials::credentials;
@@ -621,17 +621,7 @@ fn ready_probe(port: i32, period: i32, failures: i32) -> Probe {
 
 /// The front forwards bytes: a little CPU, little memory.
 fn front_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("10m".to_string())),
-            ("memory".to_string(), Quantity("16Mi".to_string())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("128Mi".to_string()),
-        )])),
-        ..Default::default()
-    }
+    resources("10m", "16Mi", "128Mi")
 }
 
 fn tcp_probe(port: i32, period: i32, failures: i32) -> Probe {

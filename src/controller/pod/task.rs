@@ -11,10 +11,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::containers::{container_security, default_pod_security, image_or, pull_policy};
+use super::containers::{
+    container_security, default_pod_security, image_or, pull_policy, resources,
+};
 use super::env::{env_secret, env_value};
 use super::names::{auth_secret_name, server_port, service_url};
 use super::paths::workspace_dir;
@@ -185,17 +186,7 @@ pub fn attach_pod(
 
 /// `opencode run --attach` streams a reply: little CPU, a Bun runtime's memory.
 fn client_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("50m".to_string())),
-            ("memory".to_string(), Quantity("128Mi".to_string())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("1Gi".to_string()),
-        )])),
-        ..Default::default()
-    }
+    resources("50m", "128Mi", "1Gi")
 }
 
 #[cfg(test)]

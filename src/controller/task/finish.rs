@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
-use super::{FINALIZER, ReconcileError, object, queue, running, status, target};
+use super::{FINALIZER, ReconcileError, object, patch_finalizers, queue, running, status, target};
 use crate::api::task::{Task, TaskPhase, TaskStatus};
 use crate::controller::Context;
 use crate::controller::conditions::Verdict;
@@ -172,25 +171,14 @@ async fn remove_finalizer(ctx: &Context, task: &Task) -> Result<(), ReconcileErr
     if !task.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let rest: Vec<&String> = task
+    let rest: Vec<&str> = task
         .finalizers()
         .iter()
+        .map(String::as_str)
         .filter(|f| *f != FINALIZER)
         .collect();
-    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {
-        "finalizers": rest,
-        "resourceVersion": task.resource_version(),
-    }});
-    match api
-        .patch(
-            &task.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
+    match patch_finalizers(ctx, task, &rest).await {
+        Ok(()) => Ok(()),
         // Gone, or changed since the cache saw it: the change's watch event brings it back.
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(source) => Err(ReconcileError::Write {

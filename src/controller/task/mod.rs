@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
 
 pub use admission::{Decision, Gate, Queue, decide};
 pub use outcome::{MAX_RESULT_BYTES, Outcome, judge, summary};
@@ -76,9 +78,8 @@ pub enum ReconcileError {
     },
 }
 
-impl ReconcileError {
-    /// The metric label of this error.
-    pub fn label(&self) -> &'static str {
+impl super::run::Failure for ReconcileError {
+    fn label(&self) -> &'static str {
         match self {
             Self::Status { .. } => "status",
             Self::Write { .. } => "write",
@@ -88,13 +89,21 @@ impl ReconcileError {
     }
 }
 
-/// Key of a Task in the backoff tables.
-pub fn backoff_key(task: &Task) -> String {
-    format!(
-        "task/{}/{}",
-        task.namespace().unwrap_or_default(),
-        task.name_any()
+/// Sets the Task's finalizers to `finalizers`, only if it is unchanged since it was read
+/// (the resourceVersion precondition keeps another writer's finalizer).
+async fn patch_finalizers(ctx: &Context, task: &Task, finalizers: &[&str]) -> kube::Result<()> {
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": task.resource_version(),
+    }});
+    api.patch(
+        &task.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
     )
+    .await
+    .map(|_| ())
 }
 
 fn object(task: &Task) -> String {
@@ -262,12 +271,4 @@ fn server(ctx: &Context, ns: &str, target: &Target) -> Option<ServerProxy> {
         &password,
         &workspace,
     ))
-}
-
-/// Retries a failed reconcile with per-Task exponential backoff.
-pub fn error_policy(task: Arc<Task>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(&task);
-    let delay = ctx.error_backoff.next(&key);
-    tracing::warn!(task = %key, retry_in = ?delay, "reconcile failed: {error}");
-    Action::requeue(delay)
 }

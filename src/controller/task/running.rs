@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::outcome::{Outcome, judge, summary};
 use super::prompt::{PromptInputs, Resolved, compose};
 use super::{
-    FINALIZER, ReconcileError, Target, finish, object, running_for, server, status, stop_requested,
-    target, timeout,
+    FINALIZER, ReconcileError, Target, finish, object, patch_finalizers, running_for, server,
+    status, stop_requested, target, timeout,
 };
 use crate::api::context::ContextType;
 use crate::api::task::{SessionInfo, Task, TaskStatus};
+use crate::cluster::pods::container_statuses;
 use crate::controller::{Context, FIELD_MANAGER, pod, stores};
 use crate::opencode::client::ServerProxy;
 
@@ -207,25 +207,14 @@ fn owned_by(pod: &Pod, task: &Task) -> bool {
 
 /// What the pod's container said when it failed.
 fn pod_failure(pod: &Pod) -> String {
-    let status = pod.status.as_ref();
-    let terminated = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .chain(
-            status
-                .and_then(|s| s.init_container_statuses.as_ref())
-                .into_iter()
-                .flatten(),
-        )
-        .find_map(|c| {
-            c.state
-                .as_ref()?
-                .terminated
-                .as_ref()
-                .filter(|t| t.exit_code != 0)
-                .map(|t| (c.name.clone(), t.clone()))
-        });
+    let terminated = container_statuses(pod).find_map(|c| {
+        c.state
+            .as_ref()?
+            .terminated
+            .as_ref()
+            .filter(|t| t.exit_code != 0)
+            .map(|t| (c.name.clone(), t.clone()))
+    });
     match terminated {
         Some((name, t)) => {
             let mut text = format!("container {name} exited with code {}", t.exit_code);
@@ -234,7 +223,9 @@ fn pod_failure(pod: &Pod) -> String {
             }
             text
         }
-        None => status
+        None => pod
+            .status
+            .as_ref()
             .and_then(|s| s.message.clone())
             .unwrap_or_else(|| "no container reported why".to_string()),
     }
@@ -319,25 +310,15 @@ async fn add_finalizer(ctx: &Context, task: &Task) -> Result<(), ReconcileError>
     if task.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let mut finalizers = task.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": task.resource_version(),
-    }});
-    api.patch(
-        &task.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| ReconcileError::Write {
-        action: "adding the finalizer to",
-        object: object(task),
-        source,
-    })
+    let mut finalizers: Vec<&str> = task.finalizers().iter().map(String::as_str).collect();
+    finalizers.push(FINALIZER);
+    patch_finalizers(ctx, task, &finalizers)
+        .await
+        .map_err(|source| ReconcileError::Write {
+            action: "adding the finalizer to",
+            object: object(task),
+            source,
+        })
 }
 
 /// Aborts the Task's session on the server, if it has one; a server that does not answer is
