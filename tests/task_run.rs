@@ -676,19 +676,23 @@ mod upstream_tests {
         Ok(found)
     }
 
-    /// Every upstream Task on a live Agent runs unchanged: its Agent (on the stub model) is
+    /// Every upstream Task runs unchanged: its Agent or AgentTemplate (on the stub model) is
     /// made, the Task applied as published (only its namespace dropped), and it Completes with
     /// the stub's echo of its description, so the prompt reached the model as written.
     #[tokio::test]
     async fn upstream_task_examples_run_unchanged() -> anyhow::Result<()> {
-        let tasks_of_upstream: Vec<Value> = upstream_objects("Task")?
-            .into_iter()
+        let tasks_of_upstream = upstream_objects("Task")?;
+        let on_agents = tasks_of_upstream
+            .iter()
             .filter(|t| t["spec"]["agentRef"]["name"].is_string())
-            .collect();
+            .count();
+        let from_templates = tasks_of_upstream
+            .iter()
+            .filter(|t| t["spec"]["templateRef"]["name"].is_string())
+            .count();
         ensure!(
-            tasks_of_upstream.len() >= 3,
-            "upstream has {} agentRef Tasks",
-            tasks_of_upstream.len()
+            on_agents >= 3 && from_templates >= 2,
+            "upstream has {on_agents} agentRef and {from_templates} templateRef Tasks"
         );
         let bed = Bed::start("task-upstream").await?;
         let mut agents: Vec<String> = tasks_of_upstream
@@ -700,6 +704,27 @@ mod upstream_tests {
         let ready = agents.iter().map(|a| bed.ready_agent(a, json!({})));
         for result in futures::future::join_all(ready).await {
             result?;
+        }
+        let mut templates: Vec<String> = tasks_of_upstream
+            .iter()
+            .filter_map(|t| {
+                t["spec"]["templateRef"]["name"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        templates.sort();
+        templates.dedup();
+        for template in templates {
+            let spec = support::agent_manifest("unused", json!({}))["spec"].clone();
+            apply(
+                &bed.n,
+                &json!({
+                    "apiVersion": "kubeopencode.io/v1alpha1", "kind": "AgentTemplate",
+                    "metadata": {"name": template}, "spec": spec,
+                }),
+            )
+            .await?;
         }
         for mut task in tasks_of_upstream {
             if let Some(meta) = task["metadata"].as_object_mut() {

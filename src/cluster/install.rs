@@ -61,6 +61,8 @@ fn controller_role() -> Value {
             rule(&[""], &["pods/log"], &["get"]),
             // The health check and session reads go through the apiserver service proxy.
             rule(&[""], &["services/proxy"], &["get", "create"]),
+            // A templateRef Task's own server, through the pod proxy.
+            rule(&[""], &["pods/proxy"], &["get", "create"]),
             rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
             rule(&["coordination.k8s.io"], &["leases"], &ALL_VERBS),
         ]
@@ -77,6 +79,8 @@ fn user_role() -> Value {
             // read from the `<agent>-server-auth` Secret.
             rule(&[""], &["services/proxy"], &["get", "create"]),
             rule(&[""], &["secrets"], &["get"]),
+            // `task logs -f` of a templateRef Task: its own server, through the pod proxy.
+            rule(&[""], &["pods/proxy"], &["get", "create"]),
             rule(&[""], &["pods", "pods/log", "services", "events"], &READ_VERBS),
             rule(&["apps"], &["deployments"], &READ_VERBS),
         ]

@@ -29,12 +29,14 @@ pub enum ProxyError {
     Decode(String),
 }
 
-/// An OpenCode server behind Service `service` (port named `http`) in `namespace`.
+/// An OpenCode server behind Service `service` (port named `http`) in `namespace`, or behind
+/// one pod's port, reached through the apiserver's proxy.
 #[derive(Clone)]
 pub struct ServerProxy {
     client: kube::Client,
-    namespace: String,
-    service: String,
+    /// The apiserver's proxy path of the server: `/api/v1/namespaces/<ns>/services/<svc>:http/proxy`
+    /// or `/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`.
+    base: String,
     /// `Basic base64(opencode:<password>)`, sent in the front's header.
     credential: String,
     /// OpenCode keeps sessions per project directory: the Agent's workspaceDir.
@@ -46,8 +48,7 @@ impl std::fmt::Debug for ServerProxy {
     // The password never appears in debug output or logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerProxy")
-            .field("namespace", &self.namespace)
-            .field("service", &self.service)
+            .field("base", &self.base)
             .field("directory", &self.directory)
             .finish_non_exhaustive()
     }
@@ -93,11 +94,26 @@ impl ServerProxy {
     ) -> Self {
         Self {
             client,
-            namespace: namespace.to_string(),
-            service: service.to_string(),
+            base: format!("/api/v1/namespaces/{namespace}/services/{service}:http/proxy"),
             credential: basic_credential(password),
             directory: directory.to_string(),
             timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The server of pod `pod` on `port` (a templateRef Task's own server), through the
+    /// apiserver's pod proxy.
+    pub fn pod(
+        client: kube::Client,
+        namespace: &str,
+        pod: &str,
+        port: i32,
+        password: &str,
+        directory: &str,
+    ) -> Self {
+        Self {
+            base: format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy"),
+            ..Self::new(client, namespace, "", password, directory)
         }
     }
 
@@ -108,10 +124,7 @@ impl ServerProxy {
         let directory = form_urlencoded::Serializer::new(String::new())
             .append_pair("directory", &self.directory)
             .finish();
-        format!(
-            "/api/v1/namespaces/{}/services/{}:http/proxy{path}{separator}{directory}",
-            self.namespace, self.service
-        )
+        format!("{}{path}{separator}{directory}", self.base)
     }
 
     /// A request to `path` with the credential header.
@@ -404,6 +417,13 @@ mod tests {
         assert_eq!(
             request.headers()[CREDENTIAL_HEADER],
             "Basic b3BlbmNvZGU6cHc="
+        );
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let pod = ServerProxy::pod(client, "team", "lint-pod", 4096, "pw", "/w");
+        assert_eq!(
+            pod.uri("/session"),
+            "/api/v1/namespaces/team/pods/lint-pod:4096/proxy/session?directory=%2Fw"
         );
     }
 }

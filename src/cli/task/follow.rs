@@ -15,12 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kube::Api;
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::wait::await_condition;
+use kube::{Api, ResourceExt as _};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::Agent;
+use crate::api::task::Task;
 use crate::cli::agent::server_proxy;
 use crate::cli::noun::AGENT;
+use crate::controller::pod;
+use crate::controller::task::{pod_ready, task_server as controller_task_server};
 use crate::opencode::client::ServerProxy;
 use crate::opencode::events::Event;
 use crate::opencode::feed::{self, Feed};
@@ -62,6 +68,51 @@ pub(super) fn print(outputs: Vec<Output>, printed: &AtomicBool) {
     }
 }
 
+/// Where a Task's session lives: its Agent's server, or (templateRef) its pod's own server,
+/// waited for until the pod is Ready. `None` when the Task finished before its server was up.
+pub(super) async fn task_server(
+    client: &kube::Client,
+    task: &Task,
+) -> anyhow::Result<Option<(ServerProxy, String)>> {
+    let ns = task.namespace().unwrap_or_default();
+    let name = task.name_any();
+    let status = task.status.clone().unwrap_or_default();
+    if let Some(agent) = status.agent_ref.as_ref().or(task.spec.agent_ref.as_ref()) {
+        let proxy = agent_server(client, &ns, &agent.name).await?;
+        return Ok(Some((proxy, format!("agent {}", agent.name))));
+    }
+    let pod_name = pod::task_pod_name(&name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let tasks: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let ready = await_condition(pods, &pod_name, |p: Option<&Pod>| p.is_some_and(pod_ready));
+    let finished = await_condition(tasks, &name, |t: Option<&Task>| {
+        t.is_none_or(|t| super::phase(t.status.as_ref()).is_finished())
+    });
+    let pod = tokio::select! {
+        ready = ready => ready.with_context(|| format!("watching pod {pod_name} in namespace {ns:?}"))?,
+        _ = finished => return Ok(None),
+    };
+    let Some(pod) = pod else {
+        return Ok(None);
+    };
+    let what = format!("the server of task {name}");
+    let proxy = controller_task_server(client, &pod)
+        .await
+        .with_context(|| {
+            format!(
+                "reading the password of {what} (Secret {})",
+                pod::task_auth_secret_name(&name)
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "{what} (pod {pod_name}) has no password Secret {}",
+                pod::task_auth_secret_name(&name)
+            )
+        })?;
+    Ok(Some((proxy, what)))
+}
+
 /// The server of Agent `agent` in `ns`, for a Task's session.
 pub(super) async fn agent_server(
     client: &kube::Client,
@@ -95,9 +146,9 @@ async fn refresh(
 }
 
 impl SessionStream {
-    /// Opens Agent `agent`'s event stream; [`SessionStream::follow`] then names the session.
-    pub(super) async fn open(client: &kube::Client, ns: &str, agent: &str) -> anyhow::Result<Self> {
-        let proxy = agent_server(client, ns, agent).await?;
+    /// Opens the event stream of `proxy`'s server (`server` names it in messages, e.g.
+    /// "agent team-agent"); [`SessionStream::follow`] then names the session.
+    pub(super) async fn open(proxy: ServerProxy, ns: &str, server: &str) -> anyhow::Result<Self> {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (title_tx, title_rx) = oneshot::channel();
         let printed = Arc::new(AtomicBool::new(false));
@@ -108,12 +159,10 @@ impl SessionStream {
                 match feed.recv().await {
                     Some(Feed::Connected { .. }) => return Ok(()),
                     Some(Feed::Reconnecting { error, .. }) => {
-                        eprintln!(
-                            "[kubeoc] opening agent {agent}'s event stream: {error} (retrying)"
-                        )
+                        eprintln!("[kubeoc] opening {server}'s event stream: {error} (retrying)")
                     }
                     Some(Feed::Event(_)) => {}
-                    None => return Err(anyhow::anyhow!("agent {agent:?}'s event stream ended")),
+                    None => return Err(anyhow::anyhow!("{server}'s event stream ended")),
                 }
             }
         })
@@ -121,7 +170,7 @@ impl SessionStream {
         match opened {
             Ok(result) => result?,
             Err(_) => anyhow::bail!(
-                "agent {agent:?}'s event stream in namespace {ns:?} did not open within {}s",
+                "{server}'s event stream in namespace {ns:?} did not open within {}s",
                 OPEN.as_secs()
             ),
         }

@@ -9,13 +9,14 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
 
-use super::follow::{SessionStream, agent_server, print};
+use super::follow::{SessionStream, agent_server, print, task_server};
 use super::{RESOURCE, get_task, phase, tasks};
-use crate::api::task::{STOP_ANNOTATION, TaskPhase};
+use crate::api::task::{STOP_ANNOTATION, Task, TaskPhase};
 use crate::cli::noun::TASK;
 use crate::cli::print::{report_failures, write_stdout};
 use crate::cluster::{ClusterArgs, FIELD_MANAGER};
 use crate::controller::pod;
+use crate::opencode::client::{ProxyError, ServerProxy};
 use crate::opencode::transcript::Transcript;
 use crate::opencode::turn::{Outcome, TurnFollower};
 
@@ -116,12 +117,6 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
     let name = args.name;
     let task = get_task(&cluster, &ns, &name).await?;
     let status = task.status.clone().unwrap_or_default();
-    let Some(agent) = status.agent_ref.as_ref().or(task.spec.agent_ref.as_ref()) else {
-        bail!(
-            "task {name:?} runs from a template: its output is its pod's log (kubectl logs {} -n {ns})",
-            pod::task_pod_name(&name)
-        );
-    };
     let title = status
         .session
         .as_ref()
@@ -129,7 +124,11 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
         .unwrap_or_else(|| pod::task_session_title(&task));
     let current = phase(task.status.as_ref());
     if args.follow && !current.is_finished() {
-        let mut stream = SessionStream::open(&cluster.client, &ns, &agent.name).await?;
+        let Some((proxy, what)) = task_server(&cluster.client, &task).await? else {
+            // It finished before its server was up.
+            return print_result(&get_task(&cluster, &ns, &name).await?);
+        };
+        let mut stream = SessionStream::open(proxy, &ns, &what).await?;
         stream.follow(title);
         let finished = super::submit::watch_until_finished(&tasks(&cluster, &ns), &name, &ns).await;
         stream.finish().await;
@@ -141,15 +140,35 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
             current
         );
     }
+    let Some(agent) = status.agent_ref.as_ref().or(task.spec.agent_ref.as_ref()) else {
+        if current.is_finished() {
+            // Its server went with its pod; the answer stays in its status.
+            return print_result(&task);
+        }
+        let Some((proxy, _)) = task_server(&cluster.client, &task).await? else {
+            return print_result(&get_task(&cluster, &ns, &name).await?);
+        };
+        return print_transcript(&proxy, &title, &name, |e| {
+            anyhow::anyhow!("task {name:?}'s server: {e}")
+        })
+        .await;
+    };
     let proxy = agent_server(&cluster.client, &ns, &agent.name).await?;
     let explain = |e| crate::cli::agent::explain(e, &agent.name, &ns);
-    let Some(session) = proxy.session_titled(&title).await.map_err(explain)? else {
-        bail!(
-            "agent {:?} has no session of task {name:?} (titled {title:?})",
-            agent.name
-        );
+    print_transcript(&proxy, &title, &name, explain).await
+}
+
+/// Prints the transcript of the Task's session titled `title`.
+async fn print_transcript(
+    proxy: &ServerProxy,
+    title: &str,
+    name: &str,
+    explain: impl Fn(ProxyError) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let Some(session) = proxy.session_titled(title).await.map_err(&explain)? else {
+        bail!("the server has no session of task {name:?} (titled {title:?})");
     };
-    let messages = proxy.messages(&session.id).await.map_err(explain)?;
+    let messages = proxy.messages(&session.id).await.map_err(&explain)?;
     let transcript = Transcript::from_messages(&session.id, messages);
     let mut follower = TurnFollower::new(&Transcript::new(&session.id));
     print(follower.on_resync(&transcript), &AtomicBool::new(false));
@@ -157,4 +176,29 @@ pub(super) async fn logs(cluster_args: &ClusterArgs, args: LogsArgs) -> anyhow::
         eprintln!("[kubeoc] the turn failed: {}", error.message());
     }
     Ok(())
+}
+
+/// A finished templateRef Task's answer: its server went with its pod, its status keeps the
+/// answer's first 4 KiB.
+fn print_result(task: &Task) -> anyhow::Result<()> {
+    let status = task.status.clone().unwrap_or_default();
+    let name = task.name_any();
+    match status.result.as_deref() {
+        Some(result) => {
+            eprintln!(
+                "[kubeoc] task {name} ran on a server of its own, gone with its pod: its answer from status.result (the first 4 KiB)"
+            );
+            write_stdout(&format!("{}\n", result.trim_end()))
+        }
+        None => {
+            let why = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed" || c.type_ == "Stopped")
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_else(|| "no answer was recorded".to_string());
+            bail!("task {name:?} has no answer: {why}")
+        }
+    }
 }

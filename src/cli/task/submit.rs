@@ -13,7 +13,7 @@ use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
 
-use super::follow::SessionStream;
+use super::follow::{SessionStream, agent_server, task_server};
 use super::{RESOURCE, phase, phase_name, tasks};
 use crate::api::common::{AgentReference, AgentTemplateReference};
 use crate::api::context::{ContextItem, ContextType};
@@ -170,7 +170,11 @@ pub(super) async fn submit(cluster_args: &ClusterArgs, args: SubmitArgs) -> anyh
     // The answer streams from its first word only if the agent's events are read before the
     // Task exists.
     let mut session = match (&task.spec.agent_ref, args.follow) {
-        (Some(agent), true) => Some(SessionStream::open(&cluster.client, &ns, &agent.name).await?),
+        (Some(agent), true) => {
+            let proxy = agent_server(&cluster.client, &ns, &agent.name).await?;
+            let what = format!("agent {}", agent.name);
+            Some(SessionStream::open(proxy, &ns, &what).await?)
+        }
         _ => None,
     };
     let created = api
@@ -183,6 +187,16 @@ pub(super) async fn submit(cluster_args: &ClusterArgs, args: SubmitArgs) -> anyh
         return write_stdout(&format!("{RESOURCE}/{name} created\n"));
     }
     eprintln!("{RESOURCE}/{name} created");
+    if args.follow && session.is_none() {
+        // From a template: its server exists once its pod is up.
+        eprintln!(
+            "[kubeoc] waiting for the server of task {name} (pod {}) to be Ready",
+            crate::controller::pod::task_pod_name(&name)
+        );
+        if let Some((proxy, what)) = task_server(&cluster.client, &created).await? {
+            session = Some(SessionStream::open(proxy, &ns, &what).await?);
+        }
+    }
     if let Some(stream) = session.as_mut() {
         stream.follow(crate::controller::pod::task_session_title(&created));
     }

@@ -13,7 +13,7 @@
 //! a server that answers badly.
 
 mod apply;
-mod password;
+pub(crate) mod password;
 mod rollout;
 mod standby;
 mod status;

@@ -11,15 +11,16 @@ use super::ReconcileError;
 use crate::api::Agent;
 use crate::controller::{Context, FIELD_MANAGER, pod, stores};
 
-/// The generated server password: 32 random bytes, URL-safe base64.
-pub(super) fn new_password() -> Result<String, ReconcileError> {
+/// A generated server password (an Agent's, or a templateRef Task's): 32 random bytes,
+/// URL-safe base64.
+pub(crate) fn new_password() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ReconcileError::Randomness(e.to_string()))?;
+    getrandom::fill(&mut bytes)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A Secret's value under `key`, as text.
-pub(super) fn secret_string(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_string(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()?
@@ -48,7 +49,7 @@ pub(super) async fn ensure_password(
             .ok_or(ReconcileError::BadPassword(object));
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let password = new_password()?;
+    let password = new_password().map_err(|e| ReconcileError::Randomness(e.to_string()))?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()

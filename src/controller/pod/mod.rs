@@ -36,12 +36,14 @@
 //! proxy), `validate`, `contexts` (contexts, skills, opencode.json), `git`, `plugins`,
 //! `credentials`, `env` (CA bundle, proxy), `containers` (helper containers, security
 //! contexts), `volumes` and `paths` (small helpers), `server` (the Deployment, Service, PVCs
-//! and Secret) and `task` (the pod of an agentRef Task). Callers use the re-exports here.
+//! and Secret), `task` (the pod of an agentRef Task) and `ephemeral` (the server pod of a
+//! templateRef Task, from the same `server::pod_template`). Callers use the re-exports here.
 
 mod containers;
 mod contexts;
 mod credentials;
 mod env;
+mod ephemeral;
 mod git;
 mod merge;
 mod names;
@@ -67,6 +69,10 @@ use crate::api::config::PullPolicy;
 
 pub use contexts::{context_header, context_label, runtime_text};
 pub use env::{CaBundleSource, ca_bundle_source, proxy_variables};
+pub use ephemeral::{
+    EphemeralServer, ephemeral_endpoint, ephemeral_server, task_auth_secret, task_auth_secret_name,
+    task_context_config_map_name, task_spec,
+};
 pub use git::{RolloutContext, ref_or_head, rollout_contexts};
 pub use merge::{effective_spec, with_cluster_proxy};
 pub use names::{

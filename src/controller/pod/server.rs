@@ -90,8 +90,11 @@ pub fn build(agent: &Agent, spec: &AgentSpec, settings: &BuildSettings) -> Serve
         )
     });
 
+    let labels = match spec.pod_spec.as_ref().and_then(|p| p.labels.as_ref()) {
+        Some(extra) => with_user_labels(name, extra),
+        None => server_labels(name),
+    };
     let pod = pod_template(PodInputs {
-        agent_name: name,
         spec,
         settings,
         workspace: &workspace,
@@ -99,15 +102,17 @@ pub fn build(agent: &Agent, spec: &AgentSpec, settings: &BuildSettings) -> Serve
         extra_ports: &extra_ports,
         contexts: &contexts,
         plugins: &plugins,
-        workspace_claim: workspace_pvc.as_ref().map(|_| workspace_pvc_name(name)),
+        refs: PodRefs {
+            auth_secret: auth_secret_name(name),
+            context_config_map: context_config_map_name(name),
+            sessions_claim: Some(sessions_pvc_name(name)),
+            workspace_claim: workspace_pvc.as_ref().map(|_| workspace_pvc_name(name)),
+        },
+        labels: labels.clone(),
     });
 
-    let mut deployment_labels = server_labels(name);
-    if let Some(extra) = spec.pod_spec.as_ref().and_then(|p| p.labels.as_ref()) {
-        deployment_labels = with_user_labels(name, extra);
-    }
     let deployment = Deployment {
-        metadata: child_meta(agent, deployment_name(name), deployment_labels),
+        metadata: child_meta(agent, deployment_name(name), labels),
         spec: Some(DeploymentSpec {
             replicas: Some(if spec.suspend == Some(true) { 0 } else { 1 }),
             selector: LabelSelector {
@@ -192,21 +197,34 @@ fn pvc(
     }
 }
 
-struct PodInputs<'a> {
-    agent_name: &'a str,
-    spec: &'a AgentSpec,
-    settings: &'a BuildSettings,
-    workspace: &'a str,
-    port: i32,
-    extra_ports: &'a [ExtraPort],
-    contexts: &'a ContextPlan,
-    plugins: &'a PluginPlan,
-    workspace_claim: Option<String>,
+/// The objects a server pod refers to by name: an Agent's children, or a Task's.
+pub(super) struct PodRefs {
+    /// Secret holding the server password under [`PASSWORD_KEY`].
+    pub auth_secret: String,
+    /// ConfigMap of the context files (mounted when the plan has data).
+    pub context_config_map: String,
+    /// PVC of the sessions; `None` keeps them in an emptyDir that goes with the pod.
+    pub sessions_claim: Option<String>,
+    /// PVC of the workspace; `None` is an emptyDir.
+    pub workspace_claim: Option<String>,
 }
 
-fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
+pub(super) struct PodInputs<'a> {
+    pub spec: &'a AgentSpec,
+    pub settings: &'a BuildSettings,
+    pub workspace: &'a str,
+    pub port: i32,
+    pub extra_ports: &'a [ExtraPort],
+    pub contexts: &'a ContextPlan,
+    pub plugins: &'a PluginPlan,
+    pub refs: PodRefs,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The pod of an OpenCode server (`opencode serve` behind the front) with its init
+/// containers and sidecars: an Agent's Deployment runs it, and so does a templateRef Task.
+pub(super) fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
     let PodInputs {
-        agent_name: name,
         spec,
         settings,
         workspace,
@@ -214,8 +232,15 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
         extra_ports,
         contexts,
         plugins,
-        workspace_claim,
+        refs,
+        labels,
     } = input;
+    let PodRefs {
+        auth_secret,
+        context_config_map,
+        sessions_claim,
+        workspace_claim,
+    } = refs;
     let pod_spec = spec.pod_spec.clone().unwrap_or_default();
     let system = system_containers(&pod_spec);
     let security = container_security(settings, pod_spec.pod_security_context.as_ref());
@@ -235,13 +260,16 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
     let mut volumes = vec![
         empty_dir(TOOLS_VOLUME),
         workspace_volume,
-        Volume {
-            name: SESSIONS_VOLUME.to_string(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: sessions_pvc_name(name),
+        match sessions_claim {
+            Some(claim_name) => Volume {
+                name: SESSIONS_VOLUME.to_string(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            },
+            None => empty_dir(SESSIONS_VOLUME),
         },
     ];
     let mut server_mounts = vec![
@@ -259,12 +287,7 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
         env_value("OPENCODE_DB", &format!("{SESSIONS_MOUNT_PATH}/opencode.db")),
         env_value("XDG_DATA_HOME", &format!("{SESSIONS_MOUNT_PATH}/data")),
         env_value("XDG_STATE_HOME", &format!("{SESSIONS_MOUNT_PATH}/state")),
-        env_secret(
-            "OPENCODE_SERVER_PASSWORD",
-            &auth_secret_name(name),
-            PASSWORD_KEY,
-            None,
-        ),
+        env_secret("OPENCODE_SERVER_PASSWORD", &auth_secret, PASSWORD_KEY, None),
         env_value("OPENCODE_DISABLE_AUTOUPDATE", "1"),
     ];
     if !spec.share.as_ref().is_some_and(|s| s.enabled) {
@@ -380,7 +403,7 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
             volumes.push(Volume {
                 name: CONTEXT_VOLUME.to_string(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: context_config_map_name(name),
+                    name: context_config_map.clone(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -520,7 +543,7 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
         ),
         env: Some(vec![env_secret(
             crate::front::PASSWORD_ENV,
-            &auth_secret_name(name),
+            &auth_secret,
             PASSWORD_KEY,
             None,
         )]),
@@ -535,10 +558,6 @@ fn pod_template(input: PodInputs<'_>) -> PodTemplateSpec {
     containers.extend(sidecars);
 
     let scheduling = pod_spec.scheduling.clone().unwrap_or_default();
-    let labels = match &pod_spec.labels {
-        Some(extra) => with_user_labels(name, extra),
-        None => server_labels(name),
-    };
     let mut annotations = BTreeMap::new();
     if !contexts.data.is_empty() {
         annotations.insert(
@@ -668,8 +687,16 @@ fn hash_data(data: &BTreeMap<String, String>) -> String {
 /// server-side apply round-trips it).
 pub fn auth_secret(agent: &Agent, password: &str) -> Secret {
     let name = agent_name(agent);
+    password_secret(
+        child_meta(agent, auth_secret_name(name), server_labels(name)),
+        password,
+    )
+}
+
+/// A Secret holding a server password under [`PASSWORD_KEY`].
+pub(super) fn password_secret(metadata: ObjectMeta, password: &str) -> Secret {
     Secret {
-        metadata: child_meta(agent, auth_secret_name(name), server_labels(name)),
+        metadata,
         type_: Some("Opaque".to_string()),
         data: Some(BTreeMap::from([(
             PASSWORD_KEY.to_string(),

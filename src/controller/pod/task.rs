@@ -62,6 +62,34 @@ pub fn task_session_title(task: &Task) -> String {
     )
 }
 
+/// Labels of a Task's pod and the objects it needs: [`TASK_LABEL`] and upstream's names.
+pub(super) fn task_labels(task: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TASK_LABEL.to_string(), task.to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "kubeopencode-task".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "kubeopencode".to_string(),
+        ),
+    ])
+}
+
+/// Metadata of `name`, a child of the Task (its pod, Secret, ConfigMap).
+pub(super) fn task_child_meta(task: &Task, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: task.metadata.namespace.clone(),
+        labels: Some(task_labels(
+            task.metadata.name.as_deref().unwrap_or_default(),
+        )),
+        owner_references: Some(vec![task_owner(task)]),
+        ..Default::default()
+    }
+}
+
 /// The Task as controller owner of its pod.
 fn task_owner(task: &Task) -> OwnerReference {
     OwnerReference {
@@ -145,25 +173,8 @@ pub fn attach_pod(
         security_context: Some(security),
         ..Default::default()
     };
-    let labels = BTreeMap::from([
-        (TASK_LABEL.to_string(), task_name.to_string()),
-        (
-            "app.kubernetes.io/name".to_string(),
-            "kubeopencode-task".to_string(),
-        ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "kubeopencode".to_string(),
-        ),
-    ]);
     Pod {
-        metadata: ObjectMeta {
-            name: Some(task_pod_name(task_name)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels),
-            owner_references: Some(vec![task_owner(task)]),
-            ..Default::default()
-        },
+        metadata: task_child_meta(task, task_pod_name(task_name)),
         spec: Some(PodSpec {
             init_containers: Some(vec![init]),
             containers: vec![run],

@@ -1,17 +1,14 @@
 //! The builders against upstream KubeOpenCode's published examples, read from the directory
 //! in $KUBEOC_UPSTREAM_EXAMPLES (`resources/` and `docs/`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::git::DEFAULT_SYNC_INTERVAL;
 use super::test_support::*;
 use super::{
     AGENT_LABEL, BuildSettings, CONTEXT_INIT_CONTAINER, DEFAULT_SYSTEM_IMAGE,
-    GIT_COMMITS_ANNOTATION, PLUGIN_INIT_CONTAINER, RolloutContext, ServerObjects, build,
-    effective_spec, rollout_contexts, unsupported, validate,
+    PLUGIN_INIT_CONTAINER, ServerObjects, build, effective_spec, unsupported, validate,
 };
 use crate::api::{Agent, AgentSpec, AgentTemplate};
 

@@ -12,10 +12,12 @@
 //!   finalizer is dropped, and KubeOpenCodeConfig's cleanup (TTL, most retained) applies.
 //!
 //! A restarted controller picks Running Tasks up from their status: the pod name is
-//! deterministic and created once, so no Task starts twice. templateRef Tasks are not run by
-//! this version: they stay Pending with a condition that says so.
+//! deterministic and created once, so no Task starts twice. A Task from an AgentTemplate
+//! (templateRef) starts at once on a server of its own ([`ephemeral`]).
 
 mod admission;
+mod ephemeral;
+pub use ephemeral::{pod_ready, task_server};
 mod finish;
 mod outcome;
 mod prompt;
@@ -76,6 +78,9 @@ pub enum ReconcileError {
         #[source]
         source: ProxyError,
     },
+    /// The system has no randomness for a templateRef Task's server password.
+    #[error("no randomness for the server password of {0}")]
+    Randomness(String),
 }
 
 impl super::run::Failure for ReconcileError {
@@ -85,6 +90,7 @@ impl super::run::Failure for ReconcileError {
             Self::Write { .. } => "write",
             Self::Read { .. } => "read",
             Self::Server { .. } => "server",
+            Self::Randomness(_) => "password",
         }
     }
 }
@@ -125,6 +131,9 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Rec
     }
     match status.phase {
         Some(phase) if phase.is_finished() => finish::after(&ctx, &task, &status).await,
+        Some(TaskPhase::Running) if runs_from_template(&task) => {
+            ephemeral::step(&ctx, &task, status).await
+        }
         Some(TaskPhase::Running) => running::step(&ctx, &task, status).await,
         _ => waiting(&ctx, &task, status).await,
     }
@@ -132,7 +141,6 @@ pub async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, Rec
 
 /// A Task that has not started: refused, stopped, or handed to its Agent's queue.
 async fn waiting(ctx: &Context, task: &Task, status: TaskStatus) -> Result<Action, ReconcileError> {
-    let generation = task.metadata.generation.unwrap_or(0);
     if stop_requested(task) {
         let stopped = finish::stopped(
             task,
@@ -142,31 +150,18 @@ async fn waiting(ctx: &Context, task: &Task, status: TaskStatus) -> Result<Actio
         );
         return finish::write_final(ctx, task, stopped).await;
     }
-    let Some(agent_ref) = &task.spec.agent_ref else {
-        let verdict = Verdict::new(
-            "Unsupported",
-            true,
-            "TemplateRefNotRunYet",
-            "this kubeoc version runs Tasks on live Agents (agentRef) only; Tasks from an AgentTemplate (templateRef) wait until a controller that runs them is installed",
-        );
-        let pending = TaskStatus {
-            observed_generation: Some(generation),
-            phase: Some(TaskPhase::Pending),
-            template_ref: task.spec.template_ref.clone(),
-            conditions: Some(status::with_conditions(
-                status.conditions.as_deref().unwrap_or_default(),
-                &[verdict],
-                generation,
-            )),
-            ..status
-        };
-        status::write(ctx, task, pending).await?;
-        return Ok(Action::await_change());
-    };
     if let Some(message) = invalid(task) {
         let failed = finish::failed(task, &status, "InvalidSpec", &message);
         return finish::write_final(ctx, task, failed).await;
     }
+    if runs_from_template(task) {
+        return ephemeral::start(ctx, task, status).await;
+    }
+    let Some(agent_ref) = &task.spec.agent_ref else {
+        let message = "set spec.agentRef (a live Agent) or spec.templateRef (an AgentTemplate)";
+        let failed = finish::failed(task, &status, "InvalidSpec", message);
+        return finish::write_final(ctx, task, failed).await;
+    };
     let ns = task.namespace().unwrap_or_default();
     if stores::get(&ctx.stores.agents, &ns, &agent_ref.name).is_none() {
         let verdict = Verdict::new(
@@ -179,16 +174,8 @@ async fn waiting(ctx: &Context, task: &Task, status: TaskStatus) -> Result<Actio
             ),
         );
         let pending = TaskStatus {
-            observed_generation: Some(generation),
-            phase: Some(TaskPhase::Pending),
             agent_ref: Some(agent_ref.clone()),
-            queue_position: None,
-            conditions: Some(status::with_conditions(
-                status.conditions.as_deref().unwrap_or_default(),
-                &[verdict],
-                generation,
-            )),
-            ..status
+            ..pending(task, status, verdict)
         };
         status::write(ctx, task, pending).await?;
         // The Agent watch brings the Task back when the Agent appears.
@@ -196,6 +183,12 @@ async fn waiting(ctx: &Context, task: &Task, status: TaskStatus) -> Result<Actio
     }
     let retry = queue::admit(ctx, &ns, &agent_ref.name).await?;
     Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Whether the Task runs on a server of its own from an AgentTemplate (templateRef without
+/// agentRef; the CRD allows one of the two).
+fn runs_from_template(task: &Task) -> bool {
+    task.spec.agent_ref.is_none() && task.spec.template_ref.is_some()
 }
 
 /// What keeps a Task from ever running, in words for its condition.
@@ -225,6 +218,52 @@ fn timeout(task: &Task) -> Option<Duration> {
         .as_deref()
         .and_then(|t| duration::parse(t).ok())
         .filter(|t| !t.is_zero())
+}
+
+/// What a Running Task's clock says: stop it now, or look again by when.
+enum Deadline {
+    /// End it: the stop annotation (UserStopped) or its timeout (Timeout), with the message.
+    Stop(&'static str, String),
+    /// Keep running; with a timeout, requeue by this time (past it by a second).
+    Until(Option<Duration>),
+}
+
+/// The stop annotation and `spec.timeout` of a Running Task, checked at `now`.
+fn deadline(task: &Task, status: &TaskStatus, now: Timestamp) -> Deadline {
+    if stop_requested(task) {
+        return Deadline::Stop(
+            "UserStopped",
+            "stopped by annotation kubeopencode.io/stop".to_string(),
+        );
+    }
+    let limit = timeout(task);
+    let ran = running_for(status, now);
+    match limit {
+        Some(limit) if ran >= limit => Deadline::Stop(
+            "Timeout",
+            format!(
+                "ran longer than spec.timeout ({})",
+                task.spec.timeout.as_deref().unwrap_or_default()
+            ),
+        ),
+        _ => Deadline::Until(limit.map(|l| l.saturating_sub(ran) + Duration::from_secs(1))),
+    }
+}
+
+/// Pending, waiting for what `verdict` (a True Queued condition) names.
+fn pending(task: &Task, status: TaskStatus, verdict: Verdict) -> TaskStatus {
+    let generation = task.metadata.generation.unwrap_or(0);
+    TaskStatus {
+        observed_generation: Some(generation),
+        phase: Some(TaskPhase::Pending),
+        queue_position: None,
+        conditions: Some(status::with_conditions(
+            status.conditions.as_deref().unwrap_or_default(),
+            &[verdict],
+            generation,
+        )),
+        ..status
+    }
 }
 
 /// How long a Running Task has run.

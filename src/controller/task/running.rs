@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 use super::outcome::{Outcome, judge, summary};
 use super::prompt::{PromptInputs, Resolved, compose};
 use super::{
-    FINALIZER, ReconcileError, Target, finish, object, patch_finalizers, running_for, server,
-    status, stop_requested, target, timeout,
+    Deadline, FINALIZER, ReconcileError, Target, deadline, finish, object, patch_finalizers,
+    server, status, target,
 };
 use crate::api::context::ContextType;
 use crate::api::task::{SessionInfo, Task, TaskStatus};
@@ -47,30 +47,12 @@ pub(super) async fn step(
         );
         return finish::write_final(ctx, task, failed).await;
     };
-    let now = Timestamp::now();
-    if stop_requested(task) {
-        return stop(
-            ctx,
-            task,
-            &target,
-            status,
-            "UserStopped",
-            "stopped by annotation kubeopencode.io/stop",
-        )
-        .await;
-    }
-    let limit = timeout(task);
-    if let Some(limit) = limit
-        && running_for(&status, now) >= limit
-    {
-        let message = format!(
-            "ran longer than spec.timeout ({})",
-            task.spec.timeout.as_deref().unwrap_or_default()
-        );
-        return stop(ctx, task, &target, status, "Timeout", &message).await;
-    }
-    let until_timeout =
-        limit.map(|l| l.saturating_sub(running_for(&status, now)) + Duration::from_secs(1));
+    let until_timeout = match deadline(task, &status, Timestamp::now()) {
+        Deadline::Stop(reason, message) => {
+            return stop(ctx, task, &target, status, reason, &message).await;
+        }
+        Deadline::Until(until) => until,
+    };
     let wait = || until_timeout.map_or_else(Action::await_change, Action::requeue);
 
     let pod_name = pod::task_pod_name(&task.name_any());
@@ -199,14 +181,14 @@ async fn pod_deleted(
 }
 
 /// Whether `pod` is this Task's (not one of an earlier Task of the same name).
-fn owned_by(pod: &Pod, task: &Task) -> bool {
+pub(super) fn owned_by(pod: &Pod, task: &Task) -> bool {
     pod.owner_references()
         .iter()
         .any(|o| Some(&o.uid) == task.metadata.uid.as_ref())
 }
 
 /// What the pod's container said when it failed.
-fn pod_failure(pod: &Pod) -> String {
+pub(super) fn pod_failure(pod: &Pod) -> String {
     let terminated = container_statuses(pod).find_map(|c| {
         c.state
             .as_ref()?
