@@ -12,7 +12,8 @@
 //!   its Task (PodDeleted) within 30 s, deleting a running Task aborts its session;
 //! - a controller killed while Tasks run and queue, then started again: every Task ends once,
 //!   with one pod and one session each;
-//! - standby: a suspended Agent resumes for a Task and runs it, and goes idle again after.
+//! - standby: a suspended Agent resumes for a Task and runs it, and goes idle again after;
+//! - a client that never exits does not keep its Task Running.
 
 mod support;
 
@@ -557,6 +558,80 @@ async fn stop_timeout_a_deleted_pod_and_deletion_end_running_tasks() -> anyhow::
     );
     wait_until("the deleted Task's session aborted", WAIT, || async {
         aborted(&server, &deleted_session).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// The pids of the testbed processes whose environment holds `KUBEOC_SESSION_TITLE=<title>`:
+/// a Task pod's `opencode run --attach` (pods run as local processes).
+fn client_pids(title: &str) -> Vec<u32> {
+    let needle = format!("KUBEOC_SESSION_TITLE={title}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+fn signal(pids: &[u32], signal: &str) -> anyhow::Result<()> {
+    for pid in pids {
+        // A process may end meanwhile: that is no failure.
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()?;
+    }
+    Ok(())
+}
+
+/// A client that never exits (frozen here with SIGSTOP, as one was seen hanging after its
+/// answer) does not keep the Task Running: once the session is idle with its answer, the
+/// Task Completes and the pod is deleted.
+#[tokio::test]
+async fn a_stuck_client_does_not_keep_its_task_running() -> anyhow::Result<()> {
+    let bed = Bed::start("task-stuck").await?;
+    bed.ready_agent("steady", json!({})).await?;
+    let server = Server::connect(&bed.client, &bed.n, "steady").await?;
+    create_task(&bed, "stuck", "steady", &slow(4, 1500)).await?;
+    let running = wait_phase(&bed, "stuck", TaskPhase::Running, WAIT).await?;
+    let title = title(&running);
+    // Frozen once its session answers: the server finishes the turn without it.
+    wait_until("the Task's session answering", WAIT, || async {
+        let found = sessions_titled(&server, &title).await?;
+        let Some(id) = found.first().and_then(|s| s["id"].as_str()) else {
+            return Ok(None);
+        };
+        Ok(answering(&server, id).await?.then_some(()))
+    })
+    .await?;
+    let pids = client_pids(&title);
+    ensure!(!pids.is_empty(), "no process of the Task's client");
+    signal(&pids, "-STOP")?;
+    let done = wait_phase(&bed, "stuck", TaskPhase::Completed, Duration::from_secs(90)).await;
+    let seen = match sessions_titled(&server, &title).await?.first() {
+        Some(s) => {
+            let id = s["id"].as_str().unwrap_or_default().to_string();
+            let statuses = server.get("/session/status").await?;
+            let messages = server.get(&format!("/session/{id}/message")).await?;
+            format!("status {:?}, messages {messages}", statuses.get(&id))
+        }
+        None => "no session".to_string(),
+    };
+    signal(&pids, "-CONT")?;
+    let done = done.with_context(|| seen)?;
+    let result = done.status.and_then(|s| s.result).unwrap_or_default();
+    ensure!(result == "w1 w2 w3 w4", "the answer: {result:?}");
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), &bed.n);
+    wait_until("pod stuck-pod deleted", WAIT, || async {
+        let pod = pods.get_opt("stuck-pod").await?;
+        Ok(pod
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(()))
     })
     .await?;
     Ok(())

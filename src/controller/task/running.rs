@@ -25,6 +25,10 @@ use crate::opencode::client::ServerProxy;
 
 /// How often an ended pod's session is read again while the server still writes its answer.
 const UNFINISHED_RETRY: Duration = Duration::from_secs(3);
+/// How long a Task's client may run before the session is asked whether the turn is over.
+const LINGER: Duration = Duration::from_secs(30);
+/// How often a lingering client's session is asked again.
+const LINGER_POLL: Duration = Duration::from_secs(15);
 
 pub(super) async fn step(
     ctx: &Context,
@@ -101,9 +105,13 @@ pub(super) async fn step(
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or_default();
-    match phase {
-        "Succeeded" | "Failed" => {}
-        _ => return Ok(wait()),
+    // A client still running long after it started may be stuck after the answer (seen with
+    // 1.18.33): past LINGER the session itself says whether the turn is over.
+    let lingering = !matches!(phase, "Succeeded" | "Failed");
+    let ran = super::running_for(&status, Timestamp::now());
+    let poll = |every: Duration| Action::requeue(until_timeout.map_or(every, |t| t.min(every)));
+    if lingering && ran < LINGER {
+        return Ok(poll(LINGER - ran));
     }
     let Some(proxy) = server(ctx, &ns, &target) else {
         let failed = finish::failed(
@@ -119,7 +127,22 @@ pub(super) async fn step(
         object: object(task),
         source,
     };
-    let Some(session) = proxy.session_titled(&title).await.map_err(server_error)? else {
+    let found = proxy.session_titled(&title).await.map_err(server_error)?;
+    if lingering {
+        let busy = match &found {
+            Some(session) => proxy
+                .session_statuses()
+                .await
+                .map_err(server_error)?
+                .get(&session.id)
+                .is_some_and(|s| s.is_busy()),
+            None => true,
+        };
+        if busy {
+            return Ok(poll(LINGER_POLL));
+        }
+    }
+    let Some(session) = found else {
         let message = if phase == "Failed" {
             format!(
                 "pod {pod_name} failed before the server had a session: {}",
@@ -156,10 +179,29 @@ pub(super) async fn step(
             "PodFailed",
             &format!("pod {pod_name} failed mid-answer: {}", pod_failure(&pod)),
         ),
+        Outcome::Unfinished if lingering => return Ok(poll(LINGER_POLL)),
         // The client left before the server wrote the end of the answer.
         Outcome::Unfinished => return Ok(Action::requeue(UNFINISHED_RETRY)),
     };
-    finish::write_final(ctx, task, done).await
+    let action = finish::write_final(ctx, task, done).await?;
+    if lingering {
+        tracing::info!(task = %object(task), "the turn is over but pod {pod_name}'s client still runs: deleting it");
+        delete_pod(ctx, &ns, &pod_name).await?;
+    }
+    Ok(action)
+}
+
+async fn delete_pod(ctx: &Context, ns: &str, pod_name: &str) -> Result<(), ReconcileError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.delete(pod_name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Write {
+            action: "deleting",
+            object: format!("Pod {ns}/{pod_name}"),
+            source,
+        }),
+    }
 }
 
 /// The Task's pod went while it ran: its session is aborted and the Task fails.
@@ -339,19 +381,7 @@ async fn stop(
 ) -> Result<Action, ReconcileError> {
     abort_session(ctx, target, &status).await;
     let ns = task.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod_name = pod::task_pod_name(&task.name_any());
-    match pods.delete(&pod_name, &Default::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => {
-            return Err(ReconcileError::Write {
-                action: "deleting",
-                object: format!("Pod {ns}/{pod_name}"),
-                source,
-            });
-        }
-    }
+    delete_pod(ctx, &ns, &pod::task_pod_name(&task.name_any())).await?;
     let stopped = finish::stopped(task, &status, reason, message);
     finish::write_final(ctx, task, stopped).await
 }
