@@ -19,7 +19,7 @@ use kube::Api;
 use kubeoc::api::task::{Task, TaskPhase};
 use kubeoc_testbed::wait_until;
 use serde_json::{Value, json};
-use support::{Bed, WORKSPACE, agent_manifest, apply, kubeoc};
+use support::{Bed, WORKSPACE, agent_manifest, apply, created_name, kubeoc, phase, tasks};
 
 const WAIT: Duration = Duration::from_secs(150);
 
@@ -34,14 +34,6 @@ fn template(name: &str) -> Value {
         "metadata": {"name": name},
         "spec": spec,
     })
-}
-
-fn tasks(bed: &Bed) -> Api<Task> {
-    Api::namespaced(bed.client.clone(), &bed.n)
-}
-
-fn phase(task: &Task) -> Option<TaskPhase> {
-    task.status.as_ref().and_then(|s| s.phase)
 }
 
 /// The condition `type_` of a Task: (status, reason, message).
@@ -70,17 +62,6 @@ async fn wait_pod_gone(bed: &Bed, name: &str) -> anyhow::Result<()> {
         Ok(pods.get_opt(name).await?.is_none().then_some(()))
     })
     .await
-}
-
-fn created_name(stderr: &str) -> anyhow::Result<String> {
-    stderr
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("task.kubeopencode.io/")?
-                .strip_suffix(" created")
-        })
-        .map(str::to_string)
-        .with_context(|| format!("no created line in: {stderr}"))
 }
 
 #[tokio::test]
@@ -243,13 +224,7 @@ async fn submit_from_a_template_streams_the_answer_and_a_failed_turn_or_a_stop_e
     ])
     .await?;
     ensure!(slow.success(), "{slow}");
-    let slow_name = slow
-        .stdout
-        .trim()
-        .strip_prefix("task.kubeopencode.io/")
-        .and_then(|s| s.strip_suffix(" created"))
-        .context(format!("no name in {slow}"))?
-        .to_string();
+    let slow_name = created_name(&slow.stdout)?;
     let api = tasks(&bed);
     wait_until(&format!("Task {slow_name} prompted"), WAIT, || async {
         let got = api.get(&slow_name).await?;

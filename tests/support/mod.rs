@@ -24,6 +24,7 @@ pub mod git;
 pub mod opencode;
 pub mod pausable;
 pub mod process;
+pub mod task;
 pub mod tmux;
 
 pub use agent::{
@@ -41,6 +42,7 @@ pub use pausable::PausableProxy;
 pub use process::{
     Controller, Run, Streaming, kubectl, kubectl_run, kubeoc, kubeoc_with_input, run, run_within,
 };
+pub use task::{created_name, phase, tasks};
 
 /// The plugin binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-kubeoc");

@@ -1,4 +1,5 @@
-//! A Task's session on its Agent's server, streamed through the apiserver's service proxy for
+//! A Task's session on its Agent's server (the service proxy), or on a templateRef Task's own
+//! server (the pod proxy), streamed through the apiserver for
 //! `task submit --follow` and `task logs -f`: the answer to stdout as it grows, tool calls to
 //! stderr.
 //!

@@ -13,20 +13,20 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, ResourceExt};
 
 use super::outcome::{Outcome, judge, summary};
 use super::running::{owned_by, pod_failure};
-use super::{Deadline, ReconcileError, deadline, finish, object, pending, status};
+use super::{
+    Deadline, ReconcileError, create, deadline, delete_pod, finish, object, pending,
+    requeue_within, status,
+};
 use crate::api::task::{SessionInfo, Task, TaskPhase, TaskStatus};
 use crate::cluster::pods::container_statuses;
 use crate::controller::agent::password::{new_password, secret_string};
 use crate::controller::conditions::Verdict;
-use crate::controller::{Context, FIELD_MANAGER, pod, stores};
+use crate::controller::{Context, pod, stores};
 use crate::opencode::client::ServerProxy;
 
 /// How often a running turn is looked at: the answer is read from the session, not waited
@@ -94,7 +94,8 @@ pub(super) async fn start(
         ..status
     };
     status::write(ctx, task, running).await?;
-    Ok(Action::requeue(Duration::ZERO))
+    // The status write's watch event brings the Task back, Running.
+    Ok(Action::await_change())
 }
 
 /// The spec of the Task's server: the template's (merged as an Agent's would be), the
@@ -131,7 +132,7 @@ pub(super) async fn step(
         }
         Deadline::Until(until) => until,
     };
-    let poll = |every: Duration| Action::requeue(until_timeout.map_or(every, |t| t.min(every)));
+    let poll = |every| requeue_within(until_timeout, every);
 
     if status.pod_name.is_none() {
         let template = status
@@ -199,15 +200,14 @@ pub(super) async fn step(
         source,
     };
     let title = pod::task_session_title(task);
-    let recorded = status.session.as_ref().and_then(|s| s.id.clone());
-    let session = match proxy.session_titled(&title).await.map_err(server_error)? {
-        Some(session) => session,
-        None => proxy.create_session(&title).await.map_err(server_error)?,
-    };
-    let messages = proxy.messages(&session.id).await.map_err(server_error)?;
-    if recorded.is_none() {
-        let prompted = messages.iter().any(|m| m.info.role == "user");
-        if !prompted {
+    let Some(session_id) = status.session.as_ref().and_then(|s| s.id.clone()) else {
+        // Not prompted yet, or prompted just before a restart: the title finds the session.
+        let session = match proxy.session_titled(&title).await.map_err(server_error)? {
+            Some(session) => session,
+            None => proxy.create_session(&title).await.map_err(server_error)?,
+        };
+        let messages = proxy.messages(&session.id).await.map_err(server_error)?;
+        if !messages.iter().any(|m| m.info.role == "user") {
             let prompt = task.spec.description.as_deref().unwrap_or_default();
             proxy
                 .prompt_async(&session.id, prompt)
@@ -216,7 +216,7 @@ pub(super) async fn step(
         }
         let next = TaskStatus {
             session: Some(SessionInfo {
-                id: Some(session.id.clone()),
+                id: Some(session.id),
                 title: Some(title),
                 summary: None,
             }),
@@ -224,10 +224,11 @@ pub(super) async fn step(
         };
         status::write(ctx, task, next).await?;
         return Ok(poll(TURN_POLL));
-    }
+    };
+    let messages = proxy.messages(&session_id).await.map_err(server_error)?;
     let with_session = TaskStatus {
         session: Some(SessionInfo {
-            id: Some(session.id.clone()),
+            id: Some(session_id.clone()),
             title: Some(title),
             summary: Some(summary(&messages)),
         }),
@@ -240,7 +241,7 @@ pub(super) async fn step(
             task,
             &with_session,
             "Aborted",
-            &format!("session {} was aborted on the server", session.id),
+            &format!("session {session_id} was aborted on the server"),
         ),
         Outcome::Unfinished => return Ok(poll(TURN_POLL)),
     };
@@ -255,7 +256,7 @@ async fn end(
     pod_name: &str,
 ) -> Result<Action, ReconcileError> {
     let action = finish::write_final(ctx, task, final_status).await?;
-    delete_pod(ctx, task, pod_name).await?;
+    delete_pod(ctx, &task.namespace().unwrap_or_default(), pod_name).await?;
     Ok(action)
 }
 
@@ -362,46 +363,6 @@ async fn create_server(
         create::<ConfigMap>(ctx, &ns, config_map).await?;
     }
     create(ctx, &ns, &server.pod).await
-}
-
-/// Creates `object`; one of that name already there is kept (it is the Task's: names are
-/// fixed, and its owner is checked where it matters).
-async fn create<K>(ctx: &Context, ns: &str, object: &K) -> Result<(), ReconcileError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match api.create(&params, object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(source) => Err(ReconcileError::Write {
-            action: "creating",
-            object: format!("{} {ns}/{}", K::kind(&()), object.name_any()),
-            source,
-        }),
-    }
-}
-
-async fn delete_pod(ctx: &Context, task: &Task, pod_name: &str) -> Result<(), ReconcileError> {
-    let ns = task.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    match pods.delete(pod_name, &Default::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(ReconcileError::Write {
-            action: "deleting",
-            object: format!("Pod {ns}/{pod_name}"),
-            source,
-        }),
-    }
 }
 
 fn pod_phase(pod: &Pod) -> &str {

@@ -28,10 +28,13 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub use admission::{Decision, Gate, Queue, decide};
@@ -40,7 +43,7 @@ pub use queue::{Arrivals, QueueLocks};
 pub use status::StatusMemo;
 
 use super::conditions::Verdict;
-use super::{Context, pod, stores};
+use super::{Context, FIELD_MANAGER, pod, stores};
 use crate::api::task::{STOP_ANNOTATION, Task, TaskPhase, TaskStatus};
 use crate::api::{Agent, AgentSpec};
 use crate::duration;
@@ -247,6 +250,51 @@ fn deadline(task: &Task, status: &TaskStatus, now: Timestamp) -> Deadline {
             ),
         ),
         _ => Deadline::Until(limit.map(|l| l.saturating_sub(ran) + Duration::from_secs(1))),
+    }
+}
+
+/// Requeues after `every`, or sooner when the timeout comes first.
+fn requeue_within(until_timeout: Option<Duration>, every: Duration) -> Action {
+    Action::requeue(until_timeout.map_or(every, |t| t.min(every)))
+}
+
+/// Creates `object`; one of that name already there is kept (a restart between create and
+/// status: names are fixed, and owners are checked where it matters).
+async fn create<K>(ctx: &Context, ns: &str, object: &K) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(ReconcileError::Write {
+            action: "creating",
+            object: format!("{} {ns}/{}", K::kind(&()), object.name_any()),
+            source,
+        }),
+    }
+}
+
+/// Deletes the Task's pod `pod_name`; one already gone is fine.
+async fn delete_pod(ctx: &Context, ns: &str, pod_name: &str) -> Result<(), ReconcileError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.delete(pod_name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Write {
+            action: "deleting",
+            object: format!("Pod {ns}/{pod_name}"),
+            source,
+        }),
     }
 }
 

@@ -7,20 +7,19 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::outcome::{Outcome, judge, summary};
 use super::prompt::{PromptInputs, Resolved, compose};
 use super::{
-    Deadline, FINALIZER, ReconcileError, Target, deadline, finish, object, patch_finalizers,
-    server, status, target,
+    Deadline, FINALIZER, ReconcileError, Target, create, deadline, delete_pod, finish, object,
+    patch_finalizers, requeue_within, server, status, target,
 };
 use crate::api::context::ContextType;
 use crate::api::task::{SessionInfo, Task, TaskStatus};
 use crate::cluster::pods::container_statuses;
-use crate::controller::{Context, FIELD_MANAGER, pod, stores};
+use crate::controller::{Context, pod, stores};
 use crate::opencode::client::ServerProxy;
 
 /// How often an ended pod's session is read again while the server still writes its answer.
@@ -109,7 +108,7 @@ pub(super) async fn step(
     // 1.18.33): past LINGER the session itself says whether the turn is over.
     let lingering = !matches!(phase, "Succeeded" | "Failed");
     let ran = super::running_for(&status, Timestamp::now());
-    let poll = |every: Duration| Action::requeue(until_timeout.map_or(every, |t| t.min(every)));
+    let poll = |every| requeue_within(until_timeout, every);
     if lingering && ran < LINGER {
         return Ok(poll(LINGER - ran));
     }
@@ -189,19 +188,6 @@ pub(super) async fn step(
         delete_pod(ctx, &ns, &pod_name).await?;
     }
     Ok(action)
-}
-
-async fn delete_pod(ctx: &Context, ns: &str, pod_name: &str) -> Result<(), ReconcileError> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    match pods.delete(pod_name, &Default::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(ReconcileError::Write {
-            action: "deleting",
-            object: format!("Pod {ns}/{pod_name}"),
-            source,
-        }),
-    }
 }
 
 /// The Task's pod went while it ran: its session is aborted and the Task fails.
@@ -313,20 +299,7 @@ async fn create_pod(ctx: &Context, task: &Task, target: &Target) -> Result<(), R
         .settings
         .with_cluster_config(&super::super::agent::cluster_config(ctx));
     let task_pod = pod::attach_pod(task, &attach, &prompt, &settings);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match pods.create(&params, &task_pod).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(source) => Err(ReconcileError::Write {
-            action: "creating",
-            object: format!("Pod {ns}/{}", pod::task_pod_name(&task.name_any())),
-            source,
-        }),
-    }
+    create(ctx, &ns, &task_pod).await
 }
 
 /// Adds [`FINALIZER`] (deleting the Task then aborts its session first).
