@@ -319,14 +319,41 @@ async fn resume_brings_a_suspended_agent_back_and_an_attached_person_holds_off_s
     );
     ensure!(agents.get("sleepy").await?.spec.suspend == Some(false));
 
-    // Two Agents with a 20 s standby: one has a person attached and idle, one has nobody.
-    let standby = json!({"standby": {"idleTimeout": "20s"}});
-    apply(&n, &agent("watched", standby.clone())).await?;
-    apply(&n, &agent("alone", standby)).await?;
+    // Two Agents: one has a person attached and idle, one has nobody. Standby is turned on
+    // only once both are Ready and the person is attached, so a slow start of one cannot
+    // let the other suspend before the test looks at it.
+    apply(&n, &agent("watched", json!({}))).await?;
+    apply(&n, &agent("alone", json!({}))).await?;
     ready_agent(&agents, "watched", WAIT).await?;
     ready_agent(&agents, "alone", WAIT).await?;
     let term = Tmux::start("standby", &attach_command(&n, "watched", "")?, 100, 30)?;
     term.wait_for("connected", SCREEN).await?;
+    wait_until("the attach to stamp its heartbeat", SCREEN, || async {
+        let watched = agents.get("watched").await?;
+        Ok(watched
+            .metadata
+            .annotations
+            .is_some_and(|a| a.contains_key(kubeoc::api::ATTACH_HEARTBEAT_ANNOTATION))
+            .then_some(()))
+    })
+    .await?;
+    let standby = r#"{"spec":{"standby":{"idleTimeout":"20s"}}}"#;
+    for name in ["watched", "alone"] {
+        kubectl(
+            &[
+                "-n",
+                &n,
+                "patch",
+                "agent",
+                name,
+                "--type=merge",
+                "-p",
+                standby,
+            ],
+            None,
+        )
+        .await?;
+    }
     wait_until(
         "standby to suspend the unattached Agent",
         Duration::from_secs(120),
@@ -338,14 +365,6 @@ async fn resume_brings_a_suspended_agent_back_and_an_attached_person_holds_off_s
         watched.spec.suspend != Some(true),
         "the attached Agent was suspended under its user: {:?}",
         watched.status
-    );
-    ensure!(
-        watched
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(kubeoc::api::ATTACH_HEARTBEAT_ANNOTATION)),
-        "the attach stamps the Agent"
     );
     drop(term);
     Ok(())
