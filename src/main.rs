@@ -5,8 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use kubeoc::cli::Cli;
 
+fn main() -> ExitCode {
+    // A completion request is answered before anything else starts (no runtime, no parse).
+    if let Some(answered) = kubeoc::cli::completion::answer_if_asked() {
+        return answered;
+    }
+    run()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     // clap prints usage errors itself and exits with 2, as kubectl does.
     let cli = Cli::parse();
     match cli.run().await {

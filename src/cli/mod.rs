@@ -1,6 +1,7 @@
 //! The `kubectl kubeoc` command line: one file per noun, dispatch here.
 
 pub mod agent;
+pub mod completion;
 mod controller;
 pub mod crontask;
 pub mod describe;
@@ -56,6 +57,10 @@ pub enum Command {
     Uninstall(install::UninstallArgs),
     /// Print the client and server version information.
     Version(version::VersionArgs),
+    /// Shell completion: print a script for bash, zsh, fish or PowerShell, or install
+    /// kubectl's plugin completion (`kubectl kubeoc <TAB>`).
+    #[command(subcommand)]
+    Completion(completion::CompletionCommand),
     /// The authenticating front of an Agent's server pod (run by the controller's pods).
     #[command(hide = true)]
     Front(front::FrontArgs),
@@ -71,6 +76,7 @@ impl Cli {
             Command::Install(args) => install::install(&self.cluster, args).await,
             Command::Uninstall(args) => install::uninstall(&self.cluster, args).await,
             Command::Version(args) => version::run(&self.cluster, args).await,
+            Command::Completion(command) => completion::run(command),
             Command::Front(args) => front::run(args).await,
         }
     }

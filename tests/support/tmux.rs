@@ -63,7 +63,8 @@ impl Tmux {
 
     /// Types `text` literally (no key names).
     pub fn type_text(&self, text: &str) -> anyhow::Result<()> {
-        tmux(&self.socket, &["send-keys", "-t", "t", "-l", text]).map(drop)
+        // `--`: text that starts with a dash is typed, not read as a flag.
+        tmux(&self.socket, &["send-keys", "-t", "t", "-l", "--", text]).map(drop)
     }
 
     /// Presses keys by tmux name: `Enter`, `C-c`, `M-Enter`, `PageUp`, `Escape`...

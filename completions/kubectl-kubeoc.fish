@@ -1,0 +1,1 @@
+complete --keep-order --exclusive --command kubectl-kubeoc --arguments "(KUBEOC_COMPLETE=fish kubectl-kubeoc -- (commandline --current-process --tokenize --cut-at-cursor) (commandline --current-token))"
