@@ -5,13 +5,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KUBECONFIG_TESTBED := $(CURDIR)/.testbed/kubeconfig
 
-.PHONY: help build test test-upstream standalone-check unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
+.PHONY: help build dist completions test test-upstream standalone-check unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 build: ## release binary at target/release/kubectl-kubeoc
 	$(CARGO) build --release --locked --bin kubectl-kubeoc
+
+dist: ## release archive for this platform in dist/ (Linux: static musl), its sha256 in plugin.yaml and krew-manifest.yaml
+	bash scripts/dist.sh
+
+completions: ## rewrite completions/ from the command line's definition (a test fails when they are stale)
+	KUBEOC_UPDATE_COMPLETIONS=1 $(CARGO) test --locked --lib completion::tests::the_checked_in_scripts_are_current
 
 testbed-bins: ## build etcd and the Kubernetes control plane from Go modules (cached)
 	bash testbed/scripts/build-controlplane.sh
