@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KUBECONFIG_TESTBED := $(CURDIR)/.testbed/kubeconfig
 
-.PHONY: help build dist completions test test-upstream standalone-check unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
+.PHONY: help build dist completions readme test test-upstream standalone-check unit-test integration-test lint demo cluster-up cluster-down testbed-bins testbed-reload bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ dist: ## release archive for this platform in dist/ (Linux: static musl), its sh
 
 completions: ## rewrite completions/ from the command line's definition (a test fails when they are stale)
 	KUBEOC_UPDATE_COMPLETIONS=1 $(CARGO) test --locked --lib completion::tests::the_checked_in_scripts_are_current
+
+readme: ## rewrite README.md's command reference from the command line's definition (a test fails when it is stale)
+	KUBEOC_UPDATE_README=1 $(CARGO) test --locked --lib cli::reference::tests::the_readme_reference_is_current
 
 testbed-bins: ## build etcd and the Kubernetes control plane from Go modules (cached)
 	bash testbed/scripts/build-controlplane.sh

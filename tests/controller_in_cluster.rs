@@ -196,3 +196,135 @@ async fn the_controller_runs_in_a_pod_with_in_cluster_credentials() -> anyhow::R
     );
     ns.delete().await
 }
+
+/// The names of the controller's pods that are Ready.
+async fn ready_controller_pods(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=kubeoc-controller"))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|p| p.name_any())
+        .collect())
+}
+
+async fn lease_holder(leases: &Api<Lease>) -> anyhow::Result<Option<String>> {
+    Ok(leases
+        .get_opt("kubeoc-controller")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
+fn stub_agent(name: &str) -> anyhow::Result<Agent> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kubeopencode.io/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {"workspaceDir": "/workspace", "serviceAccountName": "kubeopencode-agent",
+                 "config": support::stub_model_config()},
+    }))?)
+}
+
+async fn agent_ready(agents: &Api<Agent>, name: &str) -> anyhow::Result<()> {
+    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
+        let agent = agents.get(name).await?;
+        Ok((agent.status.and_then(|s| s.ready) == Some(true)).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn install_controller_runs_two_replicas_one_leads_and_the_other_takes_over()
+-> anyhow::Result<()> {
+    let client = admin_client().await?;
+    let ns = support::prepare_namespace(&client, "ctl-install").await?;
+    let n = ns.name.clone();
+    // Scoped to the test's namespace, so it never reconciles another test's objects.
+    let flags = [
+        "install",
+        "--controller",
+        "--controller-namespace",
+        n.as_str(),
+        "--watch-namespace",
+        n.as_str(),
+        "--image",
+        "ghcr.io/kubeoc/kubectl-kubeoc:test",
+    ];
+
+    let mut dry = flags.to_vec();
+    dry.extend(["--dry-run", "-o", "yaml"]);
+    let manifest = support::kubeoc(&dry)
+        .await?
+        .ok("install --controller --dry-run")?;
+    for expected in [
+        "kind: Deployment",
+        "replicas: 2",
+        "path: /readyz",
+        "path: /healthz",
+        "runAsNonRoot: true",
+        "kind: RoleBinding",
+        "name: kubeoc-controller-metrics",
+        "--leader-elect=true",
+    ] {
+        anyhow::ensure!(
+            manifest.stdout.contains(expected),
+            "the dry run shows {expected:?}:\n{}",
+            manifest.stdout
+        );
+    }
+
+    let mut wet = flags.to_vec();
+    wet.extend(["--timeout", "180s"]);
+    let installed = support::kubeoc(&wet).await?.ok("install --controller")?;
+    anyhow::ensure!(
+        installed
+            .stdout
+            .contains("deployment/kubeoc-controller created")
+            && installed
+                .stdout
+                .contains(&format!("its controller runs in namespace {n}")),
+        "install --controller: {installed}"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &n);
+    let replicas = wait_until("both controller replicas Ready", WAIT, || async {
+        let ready = ready_controller_pods(&pods).await?;
+        Ok((ready.len() == 2).then_some(ready))
+    })
+    .await?;
+    let leader = wait_until("one replica to hold the Lease", WAIT, || async {
+        Ok(lease_holder(&leases)
+            .await?
+            .and_then(|h| replicas.iter().find(|p| h.starts_with(p.as_str())).cloned()))
+    })
+    .await?;
+
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
+    let params = PostParams::default();
+    agents.create(&params, &stub_agent("first")?).await?;
+    agent_ready(&agents, "first").await?;
+
+    // The leader's pod goes: the other replica (or the replacement) leads, and reconciles.
+    pods.delete(&leader, &Default::default()).await?;
+    let next = wait_until("another replica to hold the Lease", WAIT, || async {
+        Ok(lease_holder(&leases)
+            .await?
+            .filter(|h| !h.starts_with(leader.as_str())))
+    })
+    .await?;
+    println!("install --controller: {leader} led; after its deletion {next} leads");
+    agents.create(&params, &stub_agent("second")?).await?;
+    agent_ready(&agents, "second").await?;
+    ns.delete().await
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::cli::progress::Spinner;
+use crate::cluster::controller_install::{self, ControllerInstall};
 use crate::cluster::{ClusterArgs, install};
 
 /// Output of `install --dry-run`.
@@ -29,9 +30,43 @@ pub struct InstallArgs {
         requires = "dry_run"
     )]
     pub output: ManifestFormat,
-    /// How long to wait for the CRDs to be Established.
-    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    /// How long to wait for the CRDs to be Established, and with --controller for a
+    /// controller replica to be Ready.
+    #[arg(long, default_value = "120s", value_parser = crate::duration::parse)]
     pub timeout: Duration,
+    /// Also run the controller in the cluster: a Deployment of kubeoc's image (two replicas
+    /// electing a leader, probes on /readyz and /healthz, the restricted Pod Security
+    /// level), its ServiceAccount bound to the kubeoc-controller ClusterRole, and a metrics
+    /// Service.
+    #[arg(long)]
+    pub controller: bool,
+    /// The controller's image: kubeoc's own, the same binary.
+    #[arg(long, value_name = "IMAGE", default_value = controller_install::DEFAULT_IMAGE,
+          requires = "controller")]
+    pub image: String,
+    /// Namespace of the controller's Deployment, ServiceAccount, Service and Lease.
+    #[arg(long, value_name = "NAMESPACE", default_value = install::SYSTEM_NAMESPACE,
+          requires = "controller")]
+    pub controller_namespace: String,
+    /// Reconcile only this namespace (RoleBindings there instead of a ClusterRoleBinding);
+    /// default: every namespace.
+    #[arg(long, value_name = "NAMESPACE", requires = "controller")]
+    pub watch_namespace: Option<String>,
+    /// Controller replicas: one leads, the others wait for the Lease.
+    #[arg(long, default_value_t = controller_install::DEFAULT_REPLICAS,
+          value_parser = clap::value_parser!(i32).range(1..), requires = "controller")]
+    pub replicas: i32,
+}
+
+impl InstallArgs {
+    fn controller_install(&self) -> Option<ControllerInstall> {
+        self.controller.then(|| ControllerInstall {
+            namespace: self.controller_namespace.clone(),
+            watch_namespace: self.watch_namespace.clone(),
+            image: self.image.clone(),
+            replicas: self.replicas,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +80,11 @@ pub struct UninstallArgs {
 }
 
 pub async fn install(cluster: &ClusterArgs, args: InstallArgs) -> anyhow::Result<()> {
-    let objects = install::objects()?;
+    let mut objects = install::objects()?;
+    let controller = args.controller_install();
+    if let Some(controller) = &controller {
+        objects.extend(controller_install::objects(controller));
+    }
     if args.dry_run {
         let mut out = std::io::stdout().lock();
         match args.output {
@@ -79,7 +118,28 @@ pub async fn install(cluster: &ClusterArgs, args: InstallArgs) -> anyhow::Result
     let waited = install::wait_established(&client, args.timeout).await;
     spinner.finish();
     waited?;
-    println!("kubeoc is installed. Next: kubectl kubeoc controller run");
+    let Some(controller) = controller else {
+        println!(
+            "kubeoc is installed. Next: kubectl kubeoc controller run (or install --controller to run it in the cluster)"
+        );
+        return Ok(());
+    };
+    let spinner = Spinner::start("applying the controller");
+    let report = install::apply_objects(&client, controller_install::objects(&controller)).await;
+    spinner.finish();
+    for applied in report? {
+        println!("{} {}", applied.object, applied.outcome);
+    }
+    let spinner = Spinner::start("waiting for a controller replica to be Ready");
+    let ready = controller_install::wait_ready(&client, &controller.namespace, args.timeout).await;
+    spinner.finish();
+    ready?;
+    println!(
+        "kubeoc is installed and its controller runs in namespace {ns} \
+         (kubectl -n {ns} get deployment {name}; kubectl -n {ns} logs deployment/{name})",
+        ns = controller.namespace,
+        name = controller_install::CONTROLLER_NAME,
+    );
     Ok(())
 }
 

@@ -13,6 +13,8 @@ pub mod noun;
 pub mod output;
 pub mod print;
 mod progress;
+#[cfg(test)]
+mod reference;
 pub mod task;
 mod version;
 
@@ -51,7 +53,8 @@ pub enum Command {
     /// Run the reconcile loop in this process.
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
-    /// Install the CRDs, the kubeopencode-system namespace and RBAC (server-side apply).
+    /// Install the CRDs, the kubeopencode-system namespace and RBAC (server-side apply);
+    /// --controller also runs the controller in the cluster.
     Install(install::InstallArgs),
     /// Remove what install created; namespaces are kept.
     Uninstall(install::UninstallArgs),

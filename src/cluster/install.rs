@@ -23,7 +23,8 @@ pub const CONTROLLER_ROLE: &str = "kubeoc-controller";
 /// ClusterRole with what `attach` and `task submit` need (bind it per namespace).
 pub const USER_ROLE: &str = "kubeoc-user";
 
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubeoc");
+/// The label on everything install applies.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubeoc");
 const KUBEOC_RESOURCES: [&str; 5] = [
     "agents",
     "agenttemplates",
@@ -128,7 +129,11 @@ fn api_for(client: &Client, object: &Value) -> Result<(Api<DynamicObject>, Strin
         "CustomResourceDefinition" => "customresourcedefinitions",
         "Namespace" => "namespaces",
         "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "RoleBinding" => "rolebindings",
         "ServiceAccount" => "serviceaccounts",
+        "Deployment" => "deployments",
+        "Service" => "services",
         other => {
             return Err(Error::Config(format!(
                 "install does not know how to apply a {other}"
@@ -154,9 +159,14 @@ pub struct Applied {
 
 /// Applies every install object; reports per object what changed.
 pub async fn apply(client: &Client) -> Result<Vec<Applied>> {
+    apply_objects(client, objects()?).await
+}
+
+/// Applies `objects` in order (server-side apply); reports per object what changed.
+pub async fn apply_objects(client: &Client, objects: Vec<Value>) -> Result<Vec<Applied>> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut report = Vec::new();
-    for object in objects()? {
+    for object in objects {
         let (api, name) = api_for(client, &object)?;
         let kind = object["kind"].as_str().unwrap_or_default().to_lowercase();
         let label = format!("{kind}/{name}");
@@ -253,11 +263,14 @@ pub async fn existing_agents(client: &Client) -> Result<Vec<String>> {
     }
 }
 
-/// Deletes what install created, except namespaces (user data may live in them). Deleting the
-/// CRDs deletes every Agent, Task and CronTask with them.
+/// Deletes what install created, the in-cluster controller of a default `install
+/// --controller` included, except namespaces (user data may live in them). Deleting the CRDs
+/// deletes every Agent, Task and CronTask with them.
 pub async fn remove(client: &Client) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for object in objects()?.into_iter().rev() {
+    let mut everything = objects()?;
+    everything.extend(super::controller_install::objects(&Default::default()));
+    for object in everything.into_iter().rev() {
         if object["kind"] == "Namespace" {
             continue;
         }

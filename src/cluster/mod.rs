@@ -1,6 +1,7 @@
 //! Connecting to the cluster the way kubectl does (kubeconfig flags, context, namespace), and
 //! installing kubeoc into it.
 
+pub mod controller_install;
 pub mod install;
 pub mod pods;
 
