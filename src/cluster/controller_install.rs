@@ -26,6 +26,8 @@ pub const DEFAULT_IMAGE: &str = crate::controller::pod::DEFAULT_FRONT_IMAGE;
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// The uid the image runs as (non-root, as the restricted level requires).
 const RUN_AS_USER: i64 = 65532;
+/// The controller's only writable directory (an emptyDir): HOME and TMPDIR.
+const WRITABLE_DIR: &str = "/var/lib/kubeoc";
 /// The label that selects the controller's pods.
 const APP_LABEL: (&str, &str) = ("app.kubernetes.io/name", CONTROLLER_NAME);
 
@@ -140,8 +142,10 @@ fn deployment(install: &ControllerInstall) -> Value {
                         "name": "controller",
                         "image": install.image,
                         "args": args,
-                        // git (Rollout contexts) wants a writable HOME; the root is read-only.
-                        "env": [{"name": "HOME", "value": "/tmp"}],
+                        // git (Rollout contexts) wants a writable HOME; the root is
+                        // read-only, so HOME and TMPDIR are a volume of their own.
+                        "env": [{"name": "HOME", "value": WRITABLE_DIR},
+                                {"name": "TMPDIR", "value": WRITABLE_DIR}],
                         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
                         "readinessProbe": {
                             "httpGet": {"path": "/readyz", "port": "metrics"},
@@ -162,9 +166,9 @@ fn deployment(install: &ControllerInstall) -> Value {
                             "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"]},
                         },
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        "volumeMounts": [{"name": "home", "mountPath": WRITABLE_DIR}],
                     }],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "home", "emptyDir": {}}],
                 },
             },
         },
