@@ -62,6 +62,14 @@ fn kubeconfig_for(server: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A kubeconfig for a cluster that is down: nothing listens on its loopback port.
+fn down_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = closed.local_addr()?.port();
+    drop(closed);
+    kubeconfig_for(&format!("https://127.0.0.1:{port}"), dir)
+}
+
 /// Runs the installed `kubectl_complete-kubeoc WORDS...` as kubectl would.
 fn complete(plugins: &Path, kubeconfig: &Path, words: &[&str]) -> anyhow::Result<(String, String)> {
     let out = std::process::Command::new(plugins.join("kubectl_complete-kubeoc"))
@@ -162,11 +170,7 @@ async fn kubectl_complete_lists_the_cluster_names_in_cobras_format() -> anyhow::
 #[tokio::test]
 async fn a_cluster_that_is_down_or_silent_gives_no_candidates_and_no_error() -> anyhow::Result<()> {
     let plugins = plugin_dir()?;
-    // Down: nothing listens on the port.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let closed_port = closed.local_addr()?.port();
-    drop(closed);
-    let down = kubeconfig_for(&format!("https://127.0.0.1:{closed_port}"), plugins.path())?;
+    let down = down_kubeconfig(plugins.path())?;
     let (out, stderr) = complete(plugins.path(), &down, &["agent", "describe", ""])?;
     ensure!(
         out == ":4\n" && stderr.is_empty(),
@@ -255,10 +259,7 @@ async fn bash_completes_agent_names_as_a_person_types() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bash_with_the_cluster_down_shows_no_error() -> anyhow::Result<()> {
     let plugins = plugin_dir()?;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = closed.local_addr()?.port();
-    drop(closed);
-    let down = kubeconfig_for(&format!("https://127.0.0.1:{port}"), plugins.path())?;
+    let down = down_kubeconfig(plugins.path())?;
     let term = bash("bash-down", plugins.path(), &down)?;
     term.wait_for("\ncompletion-loaded", SCREEN).await?;
     term.type_text("kubectl kubeoc agent describe ")?;

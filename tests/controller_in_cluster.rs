@@ -15,6 +15,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeoc::api::Agent;
+use kubeoc::cluster::pods::pod_ready;
 use kubeoc_testbed::{admin_client, state_dir, wait_until};
 use serde_json::{Value, json};
 
@@ -103,14 +104,10 @@ async fn the_controller_runs_in_a_pod_with_in_cluster_credentials() -> anyhow::R
             let list = pods
                 .list(&ListParams::default().labels("app=kubeoc-controller"))
                 .await?;
-            Ok(list.items.into_iter().find_map(|p| {
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                ready.then(|| p.name_any())
-            }))
+            Ok(list
+                .items
+                .into_iter()
+                .find_map(|p| pod_ready(&p).then(|| p.name_any())))
         },
     )
     .await?;
@@ -205,13 +202,7 @@ async fn ready_controller_pods(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
     Ok(list
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
         .map(|p| p.name_any())
         .collect())
 }
@@ -223,24 +214,6 @@ async fn lease_holder(leases: &Api<Lease>) -> anyhow::Result<Option<String>> {
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty()))
-}
-
-fn stub_agent(name: &str) -> anyhow::Result<Agent> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "kubeopencode.io/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name},
-        "spec": {"workspaceDir": "/workspace", "serviceAccountName": "kubeopencode-agent",
-                 "config": support::stub_model_config()},
-    }))?)
-}
-
-async fn agent_ready(agents: &Api<Agent>, name: &str) -> anyhow::Result<()> {
-    wait_until(&format!("Agent {name} Ready"), WAIT, || async {
-        let agent = agents.get(name).await?;
-        Ok((agent.status.and_then(|s| s.ready) == Some(true)).then_some(()))
-    })
-    .await
 }
 
 #[tokio::test]
@@ -311,9 +284,8 @@ async fn install_controller_runs_two_replicas_one_leads_and_the_other_takes_over
     .await?;
 
     let agents: Api<Agent> = Api::namespaced(client.clone(), &n);
-    let params = PostParams::default();
-    agents.create(&params, &stub_agent("first")?).await?;
-    agent_ready(&agents, "first").await?;
+    support::apply(&n, &support::agent_manifest("first", json!({}))).await?;
+    support::ready_agent(&agents, "first", WAIT).await?;
 
     // The leader's pod goes: the other replica (or the replacement) leads, and reconciles.
     pods.delete(&leader, &Default::default()).await?;
@@ -324,7 +296,7 @@ async fn install_controller_runs_two_replicas_one_leads_and_the_other_takes_over
     })
     .await?;
     println!("install --controller: {leader} led; after its deletion {next} leads");
-    agents.create(&params, &stub_agent("second")?).await?;
-    agent_ready(&agents, "second").await?;
+    support::apply(&n, &support::agent_manifest("second", json!({}))).await?;
+    support::ready_agent(&agents, "second", WAIT).await?;
     ns.delete().await
 }

@@ -56,22 +56,31 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// `scripts/dist.sh` (what `make dist` runs) packaging the test build into `dir`.
-async fn dist_into(dir: &Path) -> anyhow::Result<PathBuf> {
-    let script = repo().join("scripts/dist.sh");
+/// Runs one of the repository's bash scripts with `env`; the path it prints on stdout.
+async fn script_output(script: &str, env: &[(&str, &Path)]) -> anyhow::Result<PathBuf> {
     let out = tokio::process::Command::new("bash")
-        .arg(&script)
-        .env("KUBEOC_DIST_BINARY", BINARY)
-        .env("KUBEOC_DIST_DIR", dir)
+        .arg(repo().join(script))
+        .envs(env.iter().copied())
         .output()
         .await?;
     ensure!(
         out.status.success(),
-        "dist.sh failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let archive = String::from_utf8(out.stdout)?.trim().to_string();
-    Ok(PathBuf::from(archive))
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// `scripts/dist.sh` (what `make dist` runs) packaging the test build into `dir`.
+async fn dist_into(dir: &Path) -> anyhow::Result<PathBuf> {
+    script_output(
+        "scripts/dist.sh",
+        &[
+            ("KUBEOC_DIST_BINARY", Path::new(BINARY)),
+            ("KUBEOC_DIST_DIR", dir),
+        ],
+    )
+    .await
 }
 
 #[test]
@@ -162,6 +171,13 @@ async fn dist_writes_the_archive_and_its_sha256_into_both_manifests() -> anyhow:
         "archive holds {files:?}"
     );
     let sha = sha256_of(&archive)?;
+    // The same inputs give the same archive (fixed order, owners and times).
+    let again = tempfile::tempdir()?;
+    let repeated = sha256_of(&dist_into(again.path()).await?)?;
+    ensure!(
+        repeated == sha,
+        "two dist runs of one binary differ: {sha} and {repeated}"
+    );
     let written = manifest(&dir.path().join("plugin.yaml"))?;
     let index = manifest(&dir.path().join("krew-manifest.yaml"))?;
     ensure!(written == index, "both manifests are written alike");
@@ -199,16 +215,7 @@ struct Krew {
 
 impl Krew {
     async fn new() -> anyhow::Result<Self> {
-        let out = tokio::process::Command::new("bash")
-            .arg(repo().join("testbed/scripts/build-krew.sh"))
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "building krew: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let krew = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+        let krew = script_output("testbed/scripts/build-krew.sh", &[]).await?;
         let bin_dir = krew.parent().context("krew's directory")?.to_path_buf();
         let root = tempfile::tempdir()?;
         // `krew list` and `krew uninstall` want the plugin index that `krew update` clones

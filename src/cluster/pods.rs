@@ -18,6 +18,17 @@ pub fn container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
         )
 }
 
+/// Whether the pod's Ready condition is True (for a Task's own server: the front answers and
+/// OpenCode accepts requests).
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// Why the first waiting container of `pod` waits (`ErrImagePull`, `PodInitializing`, ...).
 pub fn waiting_reason(pod: &Pod) -> Option<String> {
     container_statuses(pod).find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())

@@ -47,33 +47,25 @@ pub struct InstallArgs {
     pub dir: Option<PathBuf>,
 }
 
-impl CompletionCommand {
-    /// The shell whose script this prints, if it prints one.
-    fn shell(&self) -> Option<&'static str> {
-        Some(match self {
-            CompletionCommand::Bash => "bash",
-            CompletionCommand::Zsh => "zsh",
-            CompletionCommand::Fish => "fish",
-            CompletionCommand::Powershell => "powershell",
-            CompletionCommand::Install(_) => return None,
-        })
-    }
-}
-
 /// The shells a script is printed for, by name.
 pub const SHELLS: [&str; 4] = ["bash", "zsh", "fish", "powershell"];
 
 pub fn run(command: CompletionCommand) -> anyhow::Result<()> {
-    if let CompletionCommand::Install(args) = &command {
-        let dir = match &args.dir {
-            Some(dir) => dir.clone(),
-            None => plugin_dir()?,
-        };
-        let path = install(&dir)?;
-        println!("installed {}", path.display());
-        return Ok(());
-    }
-    let shell = command.shell().unwrap_or("bash");
+    let shell = match command {
+        CompletionCommand::Bash => "bash",
+        CompletionCommand::Zsh => "zsh",
+        CompletionCommand::Fish => "fish",
+        CompletionCommand::Powershell => "powershell",
+        CompletionCommand::Install(args) => {
+            let dir = match args.dir {
+                Some(dir) => dir,
+                None => plugin_dir()?,
+            };
+            let path = install(&dir)?;
+            println!("installed {}", path.display());
+            return Ok(());
+        }
+    };
     let script = script(shell)?;
     std::io::stdout()
         .write_all(script.as_bytes())

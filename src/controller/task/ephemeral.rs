@@ -23,7 +23,7 @@ use super::{
     requeue_within, status,
 };
 use crate::api::task::{SessionInfo, Task, TaskPhase, TaskStatus};
-use crate::cluster::pods::container_statuses;
+use crate::cluster::pods::{container_statuses, pod_ready};
 use crate::controller::agent::password::{new_password, secret_string};
 use crate::controller::conditions::Verdict;
 use crate::controller::{Context, pod, stores};
@@ -332,16 +332,6 @@ async fn server(ctx: &Context, pod: &Pod, ns: &str) -> Result<Option<ServerProxy
             ),
             source,
         })
-}
-
-/// Whether the pod's Ready condition is True (the front answers: OpenCode accepts requests).
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Makes the Task's Secret, context ConfigMap and pod; what exists already (a restart between

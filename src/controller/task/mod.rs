@@ -17,7 +17,7 @@
 
 mod admission;
 mod ephemeral;
-pub use ephemeral::{pod_ready, task_server};
+pub use ephemeral::task_server;
 mod finish;
 mod outcome;
 mod prompt;
