@@ -215,7 +215,7 @@ struct Krew {
 
 impl Krew {
     async fn new() -> anyhow::Result<Self> {
-        let krew = script_output("testbed/scripts/build-krew.sh", &[]).await?;
+        let krew = script_output("testbed/scripts/build-go-tool.sh", &["krew"]).await?;
         let bin_dir = krew.parent().context("krew's directory")?.to_path_buf();
         let root = tempfile::tempdir()?;
         // `krew list` and `krew uninstall` want the plugin index that `krew update` clones

@@ -279,6 +279,30 @@ async fn a_task_on_a_live_agent_prints_its_answer_and_a_failed_turn_exits_1() ->
         listed.stdout.lines().count() == 5,
         "a header and four Tasks: {listed}"
     );
+    // DURATION, as kubectl's Jobs: every Task here has finished, so each row has one.
+    let header: Vec<&str> = listed
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let at = header.iter().position(|h| *h == "DURATION");
+    ensure!(
+        at == Some(header.len() - 2),
+        "DURATION before AGE: {listed}"
+    );
+    for row in listed.stdout.lines().skip(1) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let duration = cells
+            .get(cells.len().saturating_sub(2))
+            .copied()
+            .unwrap_or_default();
+        ensure!(
+            duration.ends_with('s') || duration.ends_with('m'),
+            "a finished Task's duration in {row:?}: {listed}"
+        );
+    }
     Ok(())
 }
 

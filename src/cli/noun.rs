@@ -9,7 +9,7 @@ use kube::core::TypeMeta;
 use kube::{Api, CustomResourceExt as _};
 use serde_json::Value;
 
-use super::output::PrinterColumn;
+use super::output::{ColumnType, PrinterColumn};
 use crate::api::{API_VERSION, Agent, CronTask, Task};
 
 /// One kind as the command line names it.
@@ -24,6 +24,16 @@ pub struct Noun {
     pub resource_name: &'static str,
     resource: fn() -> ApiResource,
     crd: fn() -> CustomResourceDefinition,
+    /// Columns no jsonPath can compute, placed before the CRD's last column (AGE).
+    computed: &'static [ComputedColumn],
+}
+
+/// A column the command line computes, as kubectl does for built-in kinds.
+pub struct ComputedColumn {
+    pub name: &'static str,
+    pub type_: ColumnType,
+    pub json_path: &'static str,
+    pub priority: i32,
 }
 
 pub const AGENT: Noun = Noun {
@@ -33,6 +43,7 @@ pub const AGENT: Noun = Noun {
     resource_name: "agent.kubeopencode.io",
     resource: || ApiResource::erase::<Agent>(&()),
     crd: Agent::crd,
+    computed: &[],
 };
 
 pub const TASK: Noun = Noun {
@@ -42,6 +53,15 @@ pub const TASK: Noun = Noun {
     resource_name: "task.kubeopencode.io",
     resource: || ApiResource::erase::<Task>(&()),
     crd: Task::crd,
+    // As kubectl's Job DURATION: from the start to completion, or to now while running.
+    computed: &[ComputedColumn {
+        name: "Duration",
+        type_: ColumnType::Elapsed {
+            until: ".status.completionTime",
+        },
+        json_path: ".status.startTime",
+        priority: 0,
+    }],
 };
 
 pub const CRONTASK: Noun = Noun {
@@ -51,6 +71,7 @@ pub const CRONTASK: Noun = Noun {
     resource_name: "crontask.kubeopencode.io",
     resource: || ApiResource::erase::<CronTask>(&()),
     crd: CronTask::crd,
+    computed: &[],
 };
 
 impl Noun {
@@ -137,9 +158,17 @@ impl Noun {
     /// built-in CRD when the user may not read CRDs.
     pub async fn columns(&self, client: &kube::Client) -> Vec<PrinterColumn> {
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        match crds.get(self.crd_name).await {
+        let mut columns = match crds.get(self.crd_name).await {
             Ok(crd) => PrinterColumn::from_crd(&crd),
             Err(_) => PrinterColumn::from_crd(&(self.crd)()),
-        }
+        };
+        let at = columns.len().saturating_sub(1);
+        columns.splice(
+            at..at,
+            self.computed
+                .iter()
+                .map(|c| PrinterColumn::new(c.name, c.type_, c.json_path, c.priority)),
+        );
+        columns
     }
 }

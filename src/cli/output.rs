@@ -123,6 +123,12 @@ pub enum ColumnType {
     Boolean,
     /// An RFC 3339 timestamp, printed as the age relative to "now" (`5m`, `3d4h`).
     Date,
+    /// kubeoc's own, never in a CRD: the time from the column's timestamp to the one at
+    /// `until` (a JSONPath), or to now while that is unset; as kubectl's Job DURATION.
+    Elapsed {
+        /// Where the end time is, e.g. `.status.completionTime`.
+        until: &'static str,
+    },
 }
 
 impl ColumnType {
@@ -368,6 +374,13 @@ impl Printer {
             .filter(|c| wide || c.priority == 0)
             .map(|c| (c, JsonPath::parse(&c.json_path).ok()))
             .collect();
+        let ends: Vec<Option<JsonPath>> = columns
+            .iter()
+            .map(|(c, _)| match c.type_ {
+                ColumnType::Elapsed { until } => JsonPath::parse(until).ok(),
+                _ => None,
+            })
+            .collect();
 
         let mut rows: Vec<Vec<String>> = Vec::with_capacity(items.len() + 1);
         if !self.no_headers {
@@ -387,11 +400,15 @@ impl Printer {
             }
             let name = item.pointer("/metadata/name").and_then(Value::as_str);
             row.push(sanitize(name.unwrap_or(NONE)));
-            for (column, path) in &columns {
+            for ((column, path), end) in columns.iter().zip(&ends) {
                 let cell = match path {
                     Some(path) => {
                         let value = path.eval(item).into_iter().next();
-                        cell(column.type_, value, self.now)
+                        let end = end.as_ref().and_then(|e| e.eval(item).into_iter().next());
+                        match column.type_ {
+                            ColumnType::Elapsed { .. } => elapsed(value, end, self.now),
+                            type_ => cell(type_, value, self.now),
+                        }
                     }
                     None => Some(INVALID.to_owned()),
                 };
@@ -512,6 +529,21 @@ fn cell(type_: ColumnType, value: Option<&Value>, now: Timestamp) -> Option<Stri
         }),
         _ => None,
     }
+}
+
+/// An [`ColumnType::Elapsed`] cell: `None` until the start is set; a start or end that is
+/// not a timestamp prints as kubectl's invalid marker.
+fn elapsed(start: Option<&Value>, end: Option<&Value>, now: Timestamp) -> Option<String> {
+    let start = start?.as_str()?;
+    let parse = |s: &str| s.parse::<Timestamp>().ok();
+    let end = match end.and_then(Value::as_str) {
+        Some(end) => parse(end),
+        None => Some(now),
+    };
+    Some(match (parse(start), end) {
+        (Some(start), Some(end)) => human_duration(end.duration_since(start)),
+        _ => INVALID.to_owned(),
+    })
 }
 
 /// A float the way Go's `fmt.Sprint(float64)` prints it (`%g` with the shortest
@@ -699,7 +731,7 @@ mod tests {
         .collect()
     }
 
-    /// Upstream's Task columns plus kubeoc's QUEUE.
+    /// Upstream's Task columns plus kubeoc's QUEUE and the computed DURATION.
     fn task_columns() -> Vec<PrinterColumn> {
         [
             json!({"name": "Phase", "type": "string", "jsonPath": ".status.phase"}),
@@ -707,10 +739,22 @@ mod tests {
             json!({"name": "Template", "type": "string", "jsonPath": ".status.templateRef.name", "priority": 1}),
             json!({"name": "Pod", "type": "string", "jsonPath": ".status.podName"}),
             json!({"name": "Queue", "type": "integer", "jsonPath": ".status.queuePosition", "priority": 1}),
-            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
         ]
         .into_iter()
         .map(column)
+        .chain([
+            PrinterColumn::new(
+                "Duration",
+                ColumnType::Elapsed {
+                    until: ".status.completionTime",
+                },
+                ".status.startTime",
+                0,
+            ),
+            column(
+                json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
+            ),
+        ])
         .collect()
     }
 
@@ -797,6 +841,7 @@ mod tests {
                     "agentRef": {"name": "team-agent"},
                     "podName": "fix-login-bug-pod",
                     "startTime": ago(secs(2 * 365 * 86400 + 34 * 86400)),
+                    "completionTime": ago(secs(2 * 365 * 86400 + 34 * 86400 - 154)),
                     "conditions": [
                         {"type": "Ready", "status": "True", "reason": "Succeeded"},
                     ],
@@ -839,6 +884,7 @@ mod tests {
                     "phase": "Running",
                     "templateRef": {"name": "auditor"},
                     "podName": "nightly-audit-pod",
+                    "startTime": ago(secs(3 * 60 + 5)),
                 },
             }),
         ]
@@ -997,6 +1043,21 @@ mod tests {
         assert_eq!(
             back,
             json!({"apiVersion": "v1", "items": [], "kind": "List", "metadata": {"resourceVersion": ""}})
+        );
+    }
+
+    #[test]
+    fn elapsed_runs_from_the_start_to_the_end_or_to_now() {
+        let now: Timestamp = "2026-01-02T03:04:05Z".parse().expect("timestamp");
+        let at = |s: &str| json!(s);
+        let start = at("2026-01-02T03:00:00Z");
+        let end = at("2026-01-02T03:02:34Z");
+        assert_eq!(elapsed(Some(&start), Some(&end), now), Some("2m34s".into()));
+        assert_eq!(elapsed(Some(&start), None, now), Some("4m5s".into()));
+        assert_eq!(elapsed(None, Some(&end), now), None);
+        assert_eq!(
+            elapsed(Some(&at("yesterday")), None, now),
+            Some(INVALID.into())
         );
     }
 
