@@ -63,5 +63,7 @@ test-upstream: cluster-up ## kubeoc against upstream's YAML: KUBEOC_UPSTREAM_EXA
 demo: build cluster-up ## bring the testbed up and show what kubeoc does so far
 	bash testbed/scripts/demo.sh
 
-bench: ## benchmarks (none yet)
-	@echo "no benchmarks yet"
+bench: cluster-up ## the controller, CLI and chat terminal against the floor at 1,000 and 5,000 Agents (make bench N=100 for a quick run); bench/results.json
+	bash testbed/scripts/demo-controller-stop.sh
+	$(CARGO) build --release --locked --workspace --bin kubectl-kubeoc --bin kubeoc-bench
+	target/release/kubeoc-bench $(if $(N),--n $(N)) $(BENCH_ARGS)

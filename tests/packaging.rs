@@ -57,9 +57,14 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs one of the repository's bash scripts with `env`; the path it prints on stdout.
-async fn script_output(script: &str, env: &[(&str, &Path)]) -> anyhow::Result<PathBuf> {
+async fn script_output(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<PathBuf> {
     let out = tokio::process::Command::new("bash")
         .arg(repo().join(script))
+        .args(args)
         .envs(env.iter().copied())
         .output()
         .await?;
@@ -75,6 +80,7 @@ async fn script_output(script: &str, env: &[(&str, &Path)]) -> anyhow::Result<Pa
 async fn dist_into(dir: &Path) -> anyhow::Result<PathBuf> {
     script_output(
         "scripts/dist.sh",
+        &[],
         &[
             ("KUBEOC_DIST_BINARY", Path::new(BINARY)),
             ("KUBEOC_DIST_DIR", dir),
@@ -215,7 +221,7 @@ struct Krew {
 
 impl Krew {
     async fn new() -> anyhow::Result<Self> {
-        let krew = script_output("testbed/scripts/build-go-tool.sh", &["krew"]).await?;
+        let krew = script_output("testbed/scripts/build-go-tool.sh", &["krew"], &[]).await?;
         let bin_dir = krew.parent().context("krew's directory")?.to_path_buf();
         let root = tempfile::tempdir()?;
         // `krew list` and `krew uninstall` want the plugin index that `krew update` clones

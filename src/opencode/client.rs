@@ -117,6 +117,15 @@ impl ServerProxy {
         }
     }
 
+    /// A server reached straight at its address, without the apiserver: `client` is built for
+    /// the server's own URL (`http://<pod IP>:<port>`), as an in-cluster client would be.
+    pub fn direct(client: kube::Client, password: &str, directory: &str) -> Self {
+        Self {
+            base: String::new(),
+            ..Self::new(client, "", "", password, directory)
+        }
+    }
+
     /// The proxy path of `path` (which starts with `/` and may carry a query), with the
     /// `directory` parameter added.
     fn uri(&self, path: &str) -> String {

@@ -1,0 +1,147 @@
+//! The rows on a real Agent (the node agent runs its OpenCode server on the stub model):
+//! attach through the service proxy, and Tasks.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use kubeoc::api::Agent;
+use kubeoc::controller::pod::AGENT_LABEL;
+use kubeoc::opencode::client::ServerProxy;
+use serde_json::json;
+
+use crate::controller::Controller;
+use crate::report::Row;
+use crate::scale::{Setup, fresh_namespace, kubectl_apply};
+
+const AGENT: &str = "bench-agent";
+/// `maxConcurrentTasks` of the Agent, for the throughput row.
+const CONCURRENCY: usize = 10;
+
+const WORKSPACE: &str = "/workspace";
+/// The testbed's stub model, as the pods reach it.
+const MODEL_URL: &str = "http://10.244.0.1:18080/v1";
+
+/// The Agent the attach and Task rows use: a real OpenCode server on the stub model.
+fn agent_manifest(name: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "workspaceDir": WORKSPACE,
+        "serviceAccountName": "default",
+        "config": {
+            "provider": {"stub": {
+                "npm": "@ai-sdk/openai-compatible",
+                "options": {"baseURL": MODEL_URL, "apiKey": "x"},
+                "models": {"stub-model": {}},
+            }},
+            "model": "stub/stub-model",
+        },
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+/// Waits until Agent `name` is Ready.
+async fn wait_ready(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    let agents: Api<Agent> = Api::namespaced(client.clone(), ns);
+    kubeoc_testbed::wait_until(
+        &format!("Agent {ns}/{name} Ready"),
+        Duration::from_secs(240),
+        || async {
+            let agent = agents.get(name).await?;
+            Ok((agent.status.and_then(|s| s.ready) == Some(true)).then_some(()))
+        },
+    )
+    .await
+}
+
+async fn password(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{agent}-server-auth"))
+        .await?;
+    secret
+        .data
+        .and_then(|d| {
+            d.get("password")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .filter(|p| !p.is_empty())
+        .context("no password in the Agent's auth Secret")
+}
+
+async fn server_ip(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{AGENT_LABEL}={agent}")))
+        .await?;
+    listed
+        .items
+        .iter()
+        .filter(|p| kubeoc::cluster::pods::pod_ready(p))
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .with_context(|| format!("no Ready server pod of Agent {agent}"))
+}
+
+/// How much the live rows measure.
+pub struct Sizes {
+    /// Prompts for the attach row, and Tasks (with as many bare pods) for the latency rows.
+    pub samples: usize,
+    /// Tasks of the throughput row.
+    pub burst: usize,
+}
+
+/// The attach and Task rows, on Agent `bench-agent` in namespace `bench-live`.
+pub async fn run(
+    setup: &Setup,
+    sizes: &Sizes,
+    cleanup: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    let client = &setup.client;
+    let ns = "bench-live".to_string();
+    fresh_namespace(client, &ns).await?;
+    cleanup.push(ns.clone());
+    let log = setup.work_dir.join("controller-live.log");
+    let mut controller = Controller::start(&setup.kubeoc, &setup.kubeconfig, &ns, &log)?;
+    controller.wait_ready(Duration::from_secs(60)).await?;
+    let manifest = setup.work_dir.join("live-agent.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(&agent_manifest(
+            AGENT,
+            json!({"maxConcurrentTasks": CONCURRENCY}),
+        ))?,
+    )?;
+    kubectl_apply(&setup.kubeconfig, &ns, &manifest)?;
+    eprintln!("bench: waiting for Agent {ns}/{AGENT} (a real OpenCode server) to be Ready");
+    wait_ready(client, &ns, AGENT).await?;
+
+    let password = password(client, &ns, AGENT).await?;
+    let proxied = ServerProxy::new(client.clone(), &ns, AGENT, &password, WORKSPACE);
+    let url: http::Uri = format!("http://{}:4096", server_ip(client, &ns, AGENT).await?).parse()?;
+    let direct = ServerProxy::direct(
+        Client::try_from(kube::Config::new(url))?,
+        &password,
+        WORKSPACE,
+    );
+
+    eprintln!("bench: attach, {} prompts each way", sizes.samples);
+    let mut rows = vec![crate::attach::run(&proxied, &direct, sizes.samples).await?];
+    eprintln!(
+        "bench: {} Tasks and as many bare pods, one at a time",
+        sizes.samples
+    );
+    rows.extend(crate::tasks::latency(client, &ns, AGENT, sizes.samples).await?);
+    eprintln!(
+        "bench: {} Tasks at once on maxConcurrentTasks {CONCURRENCY}",
+        sizes.burst
+    );
+    rows.push(
+        crate::tasks::throughput(client, &ns, AGENT, &direct, sizes.burst, CONCURRENCY).await?,
+    );
+    controller.stop().await?;
+    Ok(rows)
+}

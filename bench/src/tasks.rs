@@ -1,0 +1,281 @@
+//! Tasks on a live Agent: one Task's latency against a bare pod that runs the same
+//! `opencode run --attach`, and a burst of Tasks against the same prompts sent to the server
+//! straight (what the server and the stub model can do without kubeoc's Task machinery).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use kubeoc::api::{Task, TaskPhase};
+use kubeoc::opencode::client::ServerProxy;
+use serde_json::json;
+
+use crate::report::{Goal, Row, median};
+
+const PROMPT: &str = "[[reply:ok]]";
+
+fn task(name: &str, agent: &str) -> anyhow::Result<Task> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"description": PROMPT, "agentRef": {"name": agent}},
+    }))?)
+}
+
+fn phase(task: &Task) -> Option<TaskPhase> {
+    task.status.as_ref().and_then(|s| s.phase)
+}
+
+/// Polls `check` every 20 ms for at most `timeout`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(done) = check().await? {
+            return Ok(done);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One Task: seconds to Running and to Completed, and its pod as created.
+async fn one_task(
+    client: &Client,
+    ns: &str,
+    agent: &str,
+    name: &str,
+) -> anyhow::Result<(f64, f64, Pod)> {
+    let tasks: Api<Task> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    tasks
+        .create(&PostParams::default(), &task(name, agent)?)
+        .await?;
+    let pod = poll(
+        &format!("Task {name}'s pod"),
+        Duration::from_secs(60),
+        || async {
+            pods.get_opt(&format!("{name}-pod"))
+                .await
+                .map_err(Into::into)
+        },
+    )
+    .await?;
+    let running = std::cell::Cell::new(None);
+    poll(
+        &format!("Task {name} Completed"),
+        Duration::from_secs(120),
+        || async {
+            let t = tasks.get(name).await?;
+            match phase(&t) {
+                Some(TaskPhase::Running) => {
+                    if running.get().is_none() {
+                        running.set(Some(started.elapsed()));
+                    }
+                    Ok(None)
+                }
+                Some(TaskPhase::Completed) => Ok(Some(())),
+                Some(TaskPhase::Failed) => bail!("Task {name} failed: {:?}", t.status),
+                _ => Ok(None),
+            }
+        },
+    )
+    .await?;
+    let completed = started.elapsed();
+    let running = running.get().unwrap_or(completed);
+    Ok((running.as_secs_f64(), completed.as_secs_f64(), pod))
+}
+
+/// A bare pod with the Task pod's spec: seconds to Running and to Succeeded.
+async fn bare_pod(
+    client: &Client,
+    ns: &str,
+    template: &Pod,
+    name: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut spec = template.spec.clone().context("the Task pod has no spec")?;
+    spec.node_name = None;
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    };
+    let started = Instant::now();
+    pods.create(&PostParams::default(), &pod).await?;
+    let running = std::cell::Cell::new(None);
+    poll(
+        &format!("bare pod {name} Succeeded"),
+        Duration::from_secs(120),
+        || async {
+            let p = pods.get(name).await?;
+            match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Running") => {
+                    if running.get().is_none() {
+                        running.set(Some(started.elapsed()));
+                    }
+                    Ok(None)
+                }
+                Some("Succeeded") => Ok(Some(())),
+                Some("Failed") => bail!("bare pod {name} failed: {:?}", p.status),
+                _ => Ok(None),
+            }
+        },
+    )
+    .await?;
+    let done = started.elapsed();
+    let _ = pods.delete(name, &DeleteParams::background()).await;
+    Ok((
+        running.get().unwrap_or(done).as_secs_f64(),
+        done.as_secs_f64(),
+    ))
+}
+
+/// The latency rows: `samples` Tasks and as many bare pods, in turn.
+pub async fn latency(
+    client: &Client,
+    ns: &str,
+    agent: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let (mut task_running, mut task_done, mut pod_running, mut pod_done) =
+        (vec![], vec![], vec![], vec![]);
+    for i in 0..samples {
+        let (running, done, pod) = one_task(client, ns, agent, &format!("latency-{i}")).await?;
+        task_running.push(running);
+        task_done.push(done);
+        let (running, done) = bare_pod(client, ns, &pod, &format!("bare-{i}")).await?;
+        pod_running.push(running);
+        pod_done.push(done);
+    }
+    let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let (tr, td, pr, pd) = (
+        median(task_running.clone()),
+        median(task_done.clone()),
+        median(pod_running.clone()),
+        median(pod_done.clone()),
+    );
+    Ok(vec![
+        Row::new(
+            "task to Running",
+            samples,
+            "x bare pod",
+            Goal::AtMost(1.2),
+            ratio(&task_running, &pod_running),
+            format!(
+                "agentRef Task submitted to Running {tr:.2}s; a bare pod with its spec to Running {pr:.2}s (medians)"
+            ),
+        ),
+        Row::new(
+            "task to Completed",
+            samples,
+            "x bare pod",
+            Goal::AtMost(1.2),
+            ratio(&task_done, &pod_done),
+            format!(
+                "1-token answer: Task submitted to Completed {td:.2}s; the bare pod to Succeeded {pd:.2}s (medians)"
+            ),
+        ),
+    ])
+}
+
+/// Seconds for `count` prompts sent to the server straight, `concurrency` at a time.
+async fn direct_prompts(
+    server: &ServerProxy,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut left = count;
+    while left > 0 {
+        let batch = left.min(concurrency);
+        let turns = (0..batch).map(|_| async {
+            let session = server.create_session("kubeoc bench throughput").await?;
+            server
+                .prompt(&session.id, PROMPT, Duration::from_secs(120))
+                .await?;
+            server.delete_session(&session.id).await?;
+            Ok::<_, anyhow::Error>(())
+        });
+        for turn in futures::future::join_all(turns).await {
+            turn?;
+        }
+        left -= batch;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// `count` Tasks on an Agent with `maxConcurrentTasks: concurrency`, against the same prompts
+/// sent to its server straight at the same concurrency.
+pub async fn throughput(
+    client: &Client,
+    ns: &str,
+    agent: &str,
+    server: &ServerProxy,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Row> {
+    let tasks: Api<Task> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    for i in 0..count {
+        tasks
+            .create(
+                &PostParams::default(),
+                &task(&format!("burst-{i:03}"), agent)?,
+            )
+            .await?;
+    }
+    let timeout = Duration::from_secs(120 + 10 * count as u64);
+    poll(&format!("{count} Tasks Completed"), timeout, || async {
+        let listed = tasks.list(&Default::default()).await?;
+        let burst: Vec<&Task> = listed
+            .items
+            .iter()
+            .filter(|t| {
+                t.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("burst-"))
+            })
+            .collect();
+        if let Some(failed) = burst.iter().find(|t| phase(t) == Some(TaskPhase::Failed)) {
+            bail!(
+                "Task {:?} failed: {:?}",
+                failed.metadata.name,
+                failed.status
+            );
+        }
+        let done = burst
+            .iter()
+            .filter(|t| phase(t) == Some(TaskPhase::Completed))
+            .count();
+        Ok((done >= count).then_some(()))
+    })
+    .await?;
+    let tasks_secs = started.elapsed().as_secs_f64();
+    let direct_secs = direct_prompts(server, count, concurrency).await?;
+    let per_minute = |secs: f64| count as f64 * 60.0 / secs;
+    Ok(Row::new(
+        "task throughput",
+        count,
+        "x server",
+        Goal::AtLeast(0.8),
+        direct_secs / tasks_secs,
+        format!(
+            "{count} Tasks, maxConcurrentTasks {concurrency}: {:.1} a minute; the same prompts straight to the server, {concurrency} at a time: {:.1} a minute",
+            per_minute(tasks_secs),
+            per_minute(direct_secs)
+        ),
+    ))
+}
