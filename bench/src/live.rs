@@ -98,8 +98,9 @@ pub struct Sizes {
 pub async fn run(
     setup: &Setup,
     sizes: &Sizes,
+    rows: &mut Vec<Row>,
     cleanup: &mut Vec<String>,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<()> {
     let client = &setup.client;
     let ns = "bench-live".to_string();
     fresh_namespace(client, &ns).await?;
@@ -129,7 +130,7 @@ pub async fn run(
     );
 
     eprintln!("bench: attach, {} prompts each way", sizes.samples);
-    let mut rows = vec![crate::attach::run(&proxied, &direct, sizes.samples).await?];
+    rows.push(crate::attach::run(&proxied, &direct, sizes.samples).await?);
     eprintln!(
         "bench: {} Tasks and as many bare pods, one at a time",
         sizes.samples
@@ -143,5 +144,5 @@ pub async fn run(
         crate::tasks::throughput(client, &ns, AGENT, &direct, sizes.burst, CONCURRENCY).await?,
     );
     controller.stop().await?;
-    Ok(rows)
+    Ok(())
 }

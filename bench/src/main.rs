@@ -126,18 +126,21 @@ async fn main() -> anyhow::Result<()> {
     }
     let cleaned = scale::delete_namespaces(&client, &mut namespaces).await;
     fleet.stop().await?;
-    outcome?;
-    cleaned?;
-    let sizes = live::Sizes {
-        samples: args.samples,
-        burst: args.burst,
+    let outcome = match outcome.and(cleaned) {
+        Ok(()) => {
+            let sizes = live::Sizes {
+                samples: args.samples,
+                burst: args.burst,
+            };
+            let live = live::run(&setup, &sizes, &mut rows, &mut namespaces).await;
+            live.and(scale::delete_namespaces(&client, &mut namespaces).await)
+        }
+        failed => failed,
     };
-    let live = live::run(&setup, &sizes, &mut namespaces).await;
-    scale::delete_namespaces(&client, &mut namespaces).await?;
-    rows.extend(live?);
 
+    // What was measured is printed even when a later row failed.
     print!("{}", report::table(&rows));
     report::write_json(&out, &machine, &rows)?;
     println!("results: {}", out.display());
-    Ok(())
+    outcome
 }

@@ -83,7 +83,13 @@ async fn one_task(
                     Ok(None)
                 }
                 Some(TaskPhase::Completed) => Ok(Some(())),
-                Some(TaskPhase::Failed) => bail!("Task {name} failed: {:?}", t.status),
+                Some(TaskPhase::Failed) => {
+                    let log = pods
+                        .logs(&format!("{name}-pod"), &Default::default())
+                        .await
+                        .unwrap_or_else(|e| format!("(no log: {e})"));
+                    bail!("Task {name} failed: {:?}; its pod's log:\n{log}", t.status)
+                }
                 _ => Ok(None),
             }
         },
