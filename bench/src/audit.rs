@@ -26,6 +26,17 @@ const CONTROLLER_AGENT: &str = "kubeoc-controller/";
 
 fn classify(entry: &Value, counts: &mut Counts) {
     let verb = entry["verb"].as_str().unwrap_or_default();
+    // Long-running requests (watches, proxied calls) are logged when the response starts and
+    // again when it completes: count a watch when it starts, anything else when it completes.
+    let stage = entry["stage"].as_str().unwrap_or("ResponseComplete");
+    let counted_stage = if verb == "watch" {
+        "ResponseStarted"
+    } else {
+        "ResponseComplete"
+    };
+    if stage != counted_stage {
+        return;
+    }
     let object = &entry["objectRef"];
     if object["subresource"].as_str() == Some("proxy") {
         counts.proxied += 1;
@@ -109,7 +120,13 @@ mod tests {
             ("create", "events", None),
             ("update", "leases", None),
         ] {
-            let entry = json!({"verb": verb, "objectRef": {"resource": resource, "subresource": subresource}});
+            let stage = if verb == "watch" {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            };
+            let entry = json!({"verb": verb, "stage": stage,
+                               "objectRef": {"resource": resource, "subresource": subresource}});
             classify(&entry, &mut counts);
         }
         assert_eq!(
@@ -120,6 +137,32 @@ mod tests {
                 reads: 2,
                 proxied: 1,
                 watches: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_long_running_request_counts_once() {
+        let mut counts = Counts::default();
+        let proxied = |stage: &str| {
+            json!({"verb": "get", "stage": stage,
+                   "objectRef": {"resource": "services", "subresource": "proxy"}})
+        };
+        let watch = |stage: &str| json!({"verb": "watch", "stage": stage, "objectRef": {"resource": "pods"}});
+        for entry in [
+            proxied("ResponseStarted"),
+            proxied("ResponseComplete"),
+            watch("ResponseStarted"),
+            watch("ResponseComplete"),
+        ] {
+            classify(&entry, &mut counts);
+        }
+        assert_eq!(
+            counts,
+            Counts {
+                proxied: 1,
+                watches: 1,
+                ..Counts::default()
             }
         );
     }

@@ -135,13 +135,23 @@ pub async fn run(
         "bench: {} Tasks and as many bare pods, one at a time",
         sizes.samples
     );
-    rows.extend(crate::tasks::latency(client, &ns, AGENT, sizes.samples).await?);
+    let (latency, template) = crate::tasks::latency(client, &ns, AGENT, sizes.samples).await?;
+    rows.extend(latency);
     eprintln!(
-        "bench: {} Tasks at once on maxConcurrentTasks {CONCURRENCY}",
+        "bench: {} Tasks at once on maxConcurrentTasks {CONCURRENCY}, then the floors",
         sizes.burst
     );
-    rows.push(
-        crate::tasks::throughput(client, &ns, AGENT, &direct, sizes.burst, CONCURRENCY).await?,
+    rows.extend(
+        crate::tasks::throughput(
+            client,
+            &ns,
+            AGENT,
+            &direct,
+            &template,
+            sizes.burst,
+            CONCURRENCY,
+        )
+        .await?,
     );
     controller.stop().await?;
     Ok(())

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use kubeoc::api::{Task, TaskPhase};
 use kubeoc::opencode::client::ServerProxy;
@@ -15,6 +16,12 @@ use serde_json::json;
 use crate::report::{Goal, Row, median};
 
 const PROMPT: &str = "[[reply:ok]]";
+/// How often one Task or pod is looked at: fine enough for second-long latencies, light on
+/// the apiserver.
+const LATENCY_POLL: Duration = Duration::from_millis(25);
+/// How often a burst is looked at: listing hundreds of objects more often would load the
+/// apiserver on the machine that runs the Tasks.
+const BURST_POLL: Duration = Duration::from_millis(500);
 
 fn task(name: &str, agent: &str) -> anyhow::Result<Task> {
     Ok(serde_json::from_value(json!({
@@ -28,8 +35,13 @@ fn phase(task: &Task) -> Option<TaskPhase> {
     task.status.as_ref().and_then(|s| s.phase)
 }
 
-/// Polls `check` every 20 ms for at most `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+/// Polls `check` every `every` for at most `timeout`.
+async fn poll<T, F, Fut>(
+    what: &str,
+    every: Duration,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -42,7 +54,7 @@ where
         if Instant::now() > deadline {
             bail!("{what}: not within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -61,6 +73,7 @@ async fn one_task(
         .await?;
     let pod = poll(
         &format!("Task {name}'s pod"),
+        LATENCY_POLL,
         Duration::from_secs(60),
         || async {
             pods.get_opt(&format!("{name}-pod"))
@@ -72,6 +85,7 @@ async fn one_task(
     let running = std::cell::Cell::new(None);
     poll(
         &format!("Task {name} Completed"),
+        LATENCY_POLL,
         Duration::from_secs(120),
         || async {
             let t = tasks.get(name).await?;
@@ -123,6 +137,7 @@ async fn bare_pod(
     let running = std::cell::Cell::new(None);
     poll(
         &format!("bare pod {name} Succeeded"),
+        LATENCY_POLL,
         Duration::from_secs(120),
         || async {
             let p = pods.get(name).await?;
@@ -148,13 +163,15 @@ async fn bare_pod(
     ))
 }
 
-/// The latency rows: `samples` Tasks and as many bare pods, in turn.
+/// The latency rows (`samples` Tasks and as many bare pods, in turn), and a Task pod as
+/// created: the template of the throughput row's bare pods.
 pub async fn latency(
     client: &Client,
     ns: &str,
     agent: &str,
     samples: usize,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<(Vec<Row>, Pod)> {
+    let mut template = None;
     let (mut task_running, mut task_done, mut pod_running, mut pod_done) =
         (vec![], vec![], vec![], vec![]);
     for i in 0..samples {
@@ -164,7 +181,9 @@ pub async fn latency(
         let (running, done) = bare_pod(client, ns, &pod, &format!("bare-{i}")).await?;
         pod_running.push(running);
         pod_done.push(done);
+        template = Some(pod);
     }
+    let template = template.context("no latency sample was taken (--samples 0)")?;
     let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
     let (tr, td, pr, pd) = (
         median(task_running.clone()),
@@ -172,7 +191,7 @@ pub async fn latency(
         median(pod_running.clone()),
         median(pod_done.clone()),
     );
-    Ok(vec![
+    let rows = vec![
         Row::new(
             "task to Running",
             samples,
@@ -193,45 +212,100 @@ pub async fn latency(
                 "1-token answer: Task submitted to Completed {td:.2}s; the bare pod to Succeeded {pd:.2}s (medians)"
             ),
         ),
-    ])
+    ];
+    Ok((rows, template))
 }
 
-/// Seconds for `count` prompts sent to the server straight, `concurrency` at a time.
+/// Seconds for `count` prompts sent to the server straight, `concurrency` in flight.
 async fn direct_prompts(
     server: &ServerProxy,
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let mut left = count;
-    while left > 0 {
-        let batch = left.min(concurrency);
-        let turns = (0..batch).map(|_| async {
+    let turns = futures::stream::iter(0..count)
+        .map(|_| async {
             let session = server.create_session("kubeoc bench throughput").await?;
             server
                 .prompt(&session.id, PROMPT, Duration::from_secs(120))
                 .await?;
             server.delete_session(&session.id).await?;
             Ok::<_, anyhow::Error>(())
-        });
-        for turn in futures::future::join_all(turns).await {
-            turn?;
+        })
+        .buffer_unordered(concurrency);
+    futures::pin_mut!(turns);
+    while let Some(turn) = turns.next().await {
+        turn?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Seconds for `count` bare pods with `template`'s spec, `concurrency` at a time.
+async fn bare_pods(
+    client: &Client,
+    ns: &str,
+    template: &Pod,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut spec = template.spec.clone().context("the Task pod has no spec")?;
+    spec.node_name = None;
+    let started = Instant::now();
+    let (mut next, mut done) = (0, 0);
+    let mut running: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120 + 10 * count as u64);
+    while done < count {
+        while running.len() < concurrency && next < count {
+            let name = format!("bare-burst-{next:03}");
+            let pod = Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some([("kubeoc.dev/bench".to_string(), "burst".to_string())].into()),
+                    ..Default::default()
+                },
+                spec: Some(spec.clone()),
+                status: None,
+            };
+            pods.create(&PostParams::default(), &pod).await?;
+            running.push(name);
+            next += 1;
         }
-        left -= batch;
+        tokio::time::sleep(BURST_POLL).await;
+        let listed = pods
+            .list(&ListParams::default().labels("kubeoc.dev/bench=burst"))
+            .await?;
+        for pod in &listed.items {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Succeeded") if running.contains(&name) => {
+                    running.retain(|r| *r != name);
+                    done += 1;
+                    let _ = pods.delete(&name, &DeleteParams::background()).await;
+                }
+                Some("Failed") => bail!("bare pod {name} failed: {:?}", pod.status),
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{done} of {count} bare pods succeeded before the deadline");
+        }
     }
     Ok(started.elapsed().as_secs_f64())
 }
 
 /// `count` Tasks on an Agent with `maxConcurrentTasks: concurrency`, against the same prompts
-/// sent to its server straight at the same concurrency.
+/// sent to its server straight at the same concurrency (the floor: the server and the
+/// model), and against bare pods with a Task pod's spec (the cost of a pod per Task).
 pub async fn throughput(
     client: &Client,
     ns: &str,
     agent: &str,
     server: &ServerProxy,
+    template: &Pod,
     count: usize,
     concurrency: usize,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<Row>> {
     let tasks: Api<Task> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
     for i in 0..count {
@@ -243,45 +317,66 @@ pub async fn throughput(
             .await?;
     }
     let timeout = Duration::from_secs(120 + 10 * count as u64);
-    poll(&format!("{count} Tasks Completed"), timeout, || async {
-        let listed = tasks.list(&Default::default()).await?;
-        let burst: Vec<&Task> = listed
-            .items
-            .iter()
-            .filter(|t| {
-                t.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("burst-"))
-            })
-            .collect();
-        if let Some(failed) = burst.iter().find(|t| phase(t) == Some(TaskPhase::Failed)) {
-            bail!(
-                "Task {:?} failed: {:?}",
-                failed.metadata.name,
-                failed.status
-            );
-        }
-        let done = burst
-            .iter()
-            .filter(|t| phase(t) == Some(TaskPhase::Completed))
-            .count();
-        Ok((done >= count).then_some(()))
-    })
+    poll(
+        &format!("{count} Tasks Completed"),
+        BURST_POLL,
+        timeout,
+        || async {
+            let listed = tasks.list(&Default::default()).await?;
+            let burst: Vec<&Task> = listed
+                .items
+                .iter()
+                .filter(|t| {
+                    t.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("burst-"))
+                })
+                .collect();
+            if let Some(failed) = burst.iter().find(|t| phase(t) == Some(TaskPhase::Failed)) {
+                bail!(
+                    "Task {:?} failed: {:?}",
+                    failed.metadata.name,
+                    failed.status
+                );
+            }
+            let done = burst
+                .iter()
+                .filter(|t| phase(t) == Some(TaskPhase::Completed))
+                .count();
+            Ok((done >= count).then_some(()))
+        },
+    )
     .await?;
     let tasks_secs = started.elapsed().as_secs_f64();
     let direct_secs = direct_prompts(server, count, concurrency).await?;
+    let pods_secs = bare_pods(client, ns, template, count, concurrency).await?;
     let per_minute = |secs: f64| count as f64 * 60.0 / secs;
-    Ok(Row::new(
-        "task throughput",
-        count,
-        "x server",
-        Goal::AtLeast(0.8),
-        direct_secs / tasks_secs,
-        format!(
-            "{count} Tasks, maxConcurrentTasks {concurrency}: {:.1} a minute; the same prompts straight to the server, {concurrency} at a time: {:.1} a minute",
-            per_minute(tasks_secs),
-            per_minute(direct_secs)
+    let (tasks_rate, direct_rate, pods_rate) = (
+        per_minute(tasks_secs),
+        per_minute(direct_secs),
+        per_minute(pods_secs),
+    );
+    Ok(vec![
+        Row::new(
+            "task throughput",
+            count,
+            "x server",
+            Goal::AtLeast(0.8),
+            tasks_rate / direct_rate,
+            format!(
+                "{count} Tasks, maxConcurrentTasks {concurrency}: {tasks_rate:.1} a minute; the same prompts straight to the server, {concurrency} in flight: {direct_rate:.1} a minute"
+            ),
         ),
-    ))
+        Row::new(
+            "task throughput (pods)",
+            count,
+            "x bare pods",
+            Goal::AtLeast(0.8),
+            tasks_rate / pods_rate,
+            format!(
+                "the same Tasks against {count} bare pods with a Task pod's spec, {concurrency} at a time: {pods_rate:.1} a minute"
+            ),
+        ),
+    ])
 }

@@ -67,6 +67,7 @@ async fn a_small_run_prints_every_row_and_writes_the_json() -> anyhow::Result<()
         "task to Running",
         "task to Completed",
         "task throughput",
+        "task throughput (pods)",
     ];
     let header = stdout.lines().next().unwrap_or_default();
     for column in ["ROW", "N", "GOAL", "MEASURED", "RATIO", "RESULT"] {
