@@ -61,17 +61,27 @@ impl Controller {
         })
     }
 
-    /// Peak resident memory (VmHWM) in MiB.
-    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+    /// A memory figure of /proc/<pid>/status (`VmHWM`, `VmRSS`) in MiB.
+    fn status_mib(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .context("reading the controller's /proc status")?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .context("no VmHWM in /proc/<pid>/status")?;
+            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
         Ok(kib / 1024.0)
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        self.status_mib("VmHWM")
+    }
+
+    /// Resident memory now (VmRSS) in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        self.status_mib("VmRSS")
     }
 
     /// User plus system CPU seconds so far.

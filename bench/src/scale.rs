@@ -360,6 +360,7 @@ pub async fn run(
     let to = Timestamp::now();
     let cpu = controller.cpu_seconds()? - cpu_before;
     let rss = controller.peak_rss_mib()?;
+    let rss_now = controller.rss_mib()?;
     // The audit log is written a moment after each request completes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = audit::controller_requests(&setup.audit_dir, &ns, from, to)?;
@@ -374,7 +375,7 @@ pub async fn run(
         "MiB",
         Goal::AtMost(memory_goal),
         rss,
-        format!("controller peak RSS (VmHWM) after converging and {minutes:.1} idle minutes"),
+        format!("controller peak RSS (VmHWM) after converging and {minutes:.1} idle minutes; {rss_now:.1} MiB resident at the end"),
     ));
     rows.push(Row::new(
         "steady writes",
