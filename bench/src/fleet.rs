@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use kubeoc_testbed::node::network::run;
 use serde_json::json;
 
 /// Where KWOK's pods get their addresses: outside the testbed's pod (10.244/16) and service
@@ -40,21 +41,6 @@ pub struct Fleet {
     nodes: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     client: Client,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (apt package iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The KWOK binary and its stages, built by `testbed/scripts/build-go-tool.sh kwok`.
@@ -103,8 +89,12 @@ impl Fleet {
         log: &Path,
     ) -> anyhow::Result<Self> {
         let (binary, stages) = kwok_binary()?;
-        ip(&["route", "replace", "local", FAKE_POD_CIDR, "dev", "lo"])?;
-        let route = ip(&["route", "get", "10.246.0.2"])?;
+        run(
+            "ip",
+            &["route", "replace", "local", FAKE_POD_CIDR, "dev", "lo"],
+        )
+        .await?;
+        let route = run("ip", &["route", "get", "10.246.0.2"]).await?;
         if !route.starts_with("local ") {
             bail!(
                 "{FAKE_POD_CIDR} is not routed to loopback (ip route get 10.246.0.2: {route}); refusing to start"
@@ -185,7 +175,7 @@ impl Fleet {
         }
         let _ = self.kwok.kill().await;
         self.server.abort();
-        ip(&["route", "del", "local", FAKE_POD_CIDR, "dev", "lo"])?;
+        run("ip", &["route", "del", "local", FAKE_POD_CIDR, "dev", "lo"]).await?;
         Ok(())
     }
 }

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use kubeoc::api::Agent;
 use kubeoc::controller::pod::AGENT_LABEL;
 use kubeoc::opencode::client::ServerProxy;
+use kubeoc_testbed::agents::{WORKSPACE, agent_manifest, server_password};
 use serde_json::json;
 
 use crate::controller::Controller;
@@ -19,31 +20,6 @@ use crate::scale::{Setup, fresh_namespace, kubectl_apply};
 const AGENT: &str = "bench-agent";
 /// `maxConcurrentTasks` of the Agent, for the throughput row.
 const CONCURRENCY: usize = 10;
-
-const WORKSPACE: &str = "/workspace";
-/// The testbed's stub model, as the pods reach it.
-const MODEL_URL: &str = "http://10.244.0.1:18080/v1";
-
-/// The Agent the attach and Task rows use: a real OpenCode server on the stub model.
-fn agent_manifest(name: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({
-        "workspaceDir": WORKSPACE,
-        "serviceAccountName": "default",
-        "config": {
-            "provider": {"stub": {
-                "npm": "@ai-sdk/openai-compatible",
-                "options": {"baseURL": MODEL_URL, "apiKey": "x"},
-                "models": {"stub-model": {}},
-            }},
-            "model": "stub/stub-model",
-        },
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
-           "metadata": {"name": name}, "spec": spec})
-}
 
 /// Waits until Agent `name` is Ready.
 async fn wait_ready(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
@@ -57,20 +33,6 @@ async fn wait_ready(client: &Client, ns: &str, name: &str) -> anyhow::Result<()>
         },
     )
     .await
-}
-
-async fn password(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{agent}-server-auth"))
-        .await?;
-    secret
-        .data
-        .and_then(|d| {
-            d.get("password")
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        })
-        .filter(|p| !p.is_empty())
-        .context("no password in the Agent's auth Secret")
 }
 
 async fn server_ip(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
@@ -113,14 +75,15 @@ pub async fn run(
         &manifest,
         serde_json::to_vec(&agent_manifest(
             AGENT,
-            json!({"maxConcurrentTasks": CONCURRENCY}),
+            // The bench's namespace has only the default ServiceAccount.
+            json!({"maxConcurrentTasks": CONCURRENCY, "serviceAccountName": "default"}),
         ))?,
     )?;
-    kubectl_apply(&setup.kubeconfig, &ns, &manifest)?;
+    kubectl_apply(&setup.kubeconfig, &ns, &manifest).await?;
     eprintln!("bench: waiting for Agent {ns}/{AGENT} (a real OpenCode server) to be Ready");
     wait_ready(client, &ns, AGENT).await?;
 
-    let password = password(client, &ns, AGENT).await?;
+    let password = server_password(client, &ns, AGENT).await?;
     let proxied = ServerProxy::new(client.clone(), &ns, AGENT, &password, WORKSPACE);
     let url: http::Uri = format!("http://{}:4096", server_ip(client, &ns, AGENT).await?).parse()?;
     let direct = ServerProxy::direct(

@@ -75,20 +75,13 @@ async fn main() -> anyhow::Result<()> {
         .context("the testbed is not up: run `make cluster-up`")?;
     let version = client.apiserver_version().await?.git_version;
     // The CRDs and RBAC, as a user installs them (idempotent).
-    let installed = std::process::Command::new(&kubeoc)
-        .arg(format!(
-            "--kubeconfig={}",
-            kubeoc_testbed::kubeconfig_path().display()
-        ))
-        .arg("install")
-        .output()
-        .with_context(|| format!("running {} install", kubeoc.display()))?;
-    if !installed.status.success() {
-        bail!(
-            "kubectl kubeoc install failed: {}",
-            String::from_utf8_lossy(&installed.stderr).trim()
-        );
-    }
+    let kubeconfig = format!(
+        "--kubeconfig={}",
+        kubeoc_testbed::kubeconfig_path().display()
+    );
+    kubeoc_testbed::node::network::run(&kubeoc.to_string_lossy(), &[&kubeconfig, "install"])
+        .await
+        .context("installing kubeoc's CRDs and RBAC")?;
     let machine = report::Machine::read(version);
 
     let mut rows = vec![frame::run(args.frames)?];

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use kubeoc::api::Agent;
 use kubeoc::controller::pod::AGENT_LABEL;
+use kubeoc_testbed::node::network;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -205,73 +206,56 @@ pub async fn delete_namespaces(client: &Client, names: &mut Vec<String>) -> anyh
 }
 
 /// `kubectl apply -f FILE`, failing with its output.
-pub fn kubectl_apply(kubeconfig: &Path, ns: &str, file: &Path) -> anyhow::Result<()> {
-    let out = std::process::Command::new("kubectl")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["-n", ns, "apply", "-f"])
-        .arg(file)
-        .output()
-        .context("running kubectl")?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply -f {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+pub async fn kubectl_apply(kubeconfig: &Path, ns: &str, file: &Path) -> anyhow::Result<()> {
+    let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
+    let file = file.to_string_lossy();
+    network::run("kubectl", &[&kubeconfig, "-n", ns, "apply", "-f", &file]).await?;
     Ok(())
 }
 
 /// The children the controller made, as plain manifests for another namespace: what a person
 /// applying them directly would write.
 async fn exported_children(client: &Client, ns: &str) -> anyhow::Result<Value> {
-    let params = ListParams::default().labels(AGENT_LABEL);
     let mut items = Vec::new();
-    fn plain(mut object: Value, kind: &str) -> Value {
+    exported::<Deployment>(client, ns, &mut items).await?;
+    exported::<Service>(client, ns, &mut items).await?;
+    exported::<PersistentVolumeClaim>(client, ns, &mut items).await?;
+    exported::<Secret>(client, ns, &mut items).await?;
+    Ok(json!({"apiVersion": "v1", "kind": "List", "items": items}))
+}
+
+/// Kind `K`'s children in `ns` without what the cluster filled in (owner, uid, status, bound
+/// addresses and volumes).
+async fn exported<K>(client: &Client, ns: &str, items: &mut Vec<Value>) -> anyhow::Result<()>
+where
+    K: k8s_openapi::Resource
+        + Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let params = ListParams::default().labels(AGENT_LABEL);
+    for child in Api::<K>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await?
+    {
+        let mut object = serde_json::to_value(child)?;
         let meta = object["metadata"].take();
         object["metadata"] = json!({"name": meta["name"], "labels": meta["labels"]});
-        object["apiVersion"] = json!(if kind == "Deployment" {
-            "apps/v1"
-        } else {
-            "v1"
-        });
-        object["kind"] = json!(kind);
+        object["apiVersion"] = json!(K::API_VERSION);
+        object["kind"] = json!(K::KIND);
         if let Some(o) = object.as_object_mut() {
             o.remove("status");
         }
-        let spec = &mut object["spec"];
-        if let Some(spec) = spec.as_object_mut() {
+        if let Some(spec) = object["spec"].as_object_mut() {
             for bound in ["clusterIP", "clusterIPs", "volumeName"] {
                 spec.remove(bound);
             }
         }
-        object
+        items.push(object);
     }
-    for d in Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await?
-    {
-        items.push(plain(serde_json::to_value(d)?, "Deployment"));
-    }
-    for s in Api::<Service>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await?
-    {
-        items.push(plain(serde_json::to_value(s)?, "Service"));
-    }
-    for c in Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await?
-    {
-        items.push(plain(serde_json::to_value(c)?, "PersistentVolumeClaim"));
-    }
-    for s in Api::<Secret>::namespaced(client.clone(), ns)
-        .list(&params)
-        .await?
-    {
-        items.push(plain(serde_json::to_value(s)?, "Secret"));
-    }
-    Ok(json!({"apiVersion": "v1", "kind": "List", "items": items}))
+    Ok(())
 }
 
 fn statuses_written(agents: &Store<Agent>, n: usize) -> (usize, usize) {
@@ -313,7 +297,7 @@ pub async fn run(
     let children = Children::start(client, &ns);
     eprintln!("bench: applying {n} Agents in namespace {ns}");
     let started = Instant::now();
-    kubectl_apply(&setup.kubeconfig, &ns, &manifest)?;
+    kubectl_apply(&setup.kubeconfig, &ns, &manifest).await?;
     let timeout = Duration::from_secs(120 + n as u64 / 5);
     until(&format!("{n} Agents converged"), timeout, || {
         let (least, seen) = children.counts();
@@ -468,7 +452,7 @@ pub async fn run(
         4 * n
     );
     let started = Instant::now();
-    kubectl_apply(&setup.kubeconfig, &floor_ns, &floor_file)?;
+    kubectl_apply(&setup.kubeconfig, &floor_ns, &floor_file).await?;
     until(
         &format!("{n} Agents' children applied directly"),
         timeout,

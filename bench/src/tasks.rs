@@ -35,7 +35,8 @@ fn phase(task: &Task) -> Option<TaskPhase> {
     task.status.as_ref().and_then(|s| s.phase)
 }
 
-/// Polls `check` every `every` for at most `timeout`.
+/// Polls `check` every `every` for at most `timeout`. Unlike the testbed's `wait_until`, an
+/// error ends the wait at once: a failed Task is an answer, not a state to wait out.
 async fn poll<T, F, Fut>(
     what: &str,
     every: Duration,

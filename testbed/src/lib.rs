@@ -1,6 +1,7 @@
 //! The kubeoc testbed: helpers that tests use to reach the local cluster that
 //! `make cluster-up` starts (control plane from Go modules, later the node agent and stub model).
 
+pub mod agents;
 pub mod http_client;
 pub mod model;
 pub mod node;

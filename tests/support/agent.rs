@@ -13,35 +13,7 @@ use kubeoc::api::Agent;
 use kubeoc_testbed::wait_until;
 use serde_json::{Value, json};
 
-use super::MODEL_ADDR;
-
-/// An inline opencode.json that points OpenCode at the testbed's stub model, so the server
-/// starts and answers offline.
-pub fn stub_model_config() -> Value {
-    json!({
-        "provider": {"stub": {
-            "npm": "@ai-sdk/openai-compatible",
-            "options": {"baseURL": format!("http://{MODEL_ADDR}/v1"), "apiKey": "x"},
-            "models": {"stub-model": {}},
-        }},
-        "model": "stub/stub-model",
-    })
-}
-
-/// An Agent manifest on the stub model (workspace /workspace, the kubeopencode-agent
-/// ServiceAccount) with `extra_spec`'s fields added to its spec.
-pub fn agent_manifest(name: &str, extra_spec: Value) -> Value {
-    let mut spec = json!({
-        "workspaceDir": super::WORKSPACE,
-        "serviceAccountName": "kubeopencode-agent",
-        "config": stub_model_config(),
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({"apiVersion": "kubeopencode.io/v1alpha1", "kind": "Agent",
-           "metadata": {"name": name}, "spec": spec})
-}
+pub use kubeoc_testbed::agents::{agent_manifest, server_password, stub_model_config};
 
 /// Waits up to `timeout` until Agent `name` is Ready for its current spec
 /// (`status.ready` and `status.observedGeneration == metadata.generation`); the Agent then.
@@ -69,21 +41,6 @@ pub fn condition<'a>(agent: &'a Agent, type_: &str) -> Option<&'a Condition> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-/// The password of the Agent's OpenCode server, from its `<agent>-server-auth` Secret.
-pub async fn server_password(client: &Client, ns: &str, agent: &str) -> anyhow::Result<String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{agent}-server-auth"))
-        .await?;
-    secret
-        .data
-        .and_then(|d| {
-            d.get("password")
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        })
-        .filter(|p| !p.is_empty())
-        .context("no password in the auth Secret")
 }
 
 /// Every server pod of the Agent (label `kubeopencode.io/agent`), terminating ones too.

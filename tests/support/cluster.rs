@@ -11,12 +11,7 @@ use serde_json::Value;
 
 use super::kubectl;
 
-/// The host's address on the testbed bridge: pods reach servers the tests start there.
-pub const BRIDGE_HOST: &str = "10.244.0.1";
-
-/// The stub model on the testbed bridge (`model_addr` in testbed/scripts/lib.sh), the only
-/// model an OpenCode server on the testbed can reach.
-pub const MODEL_ADDR: &str = "10.244.0.1:18080";
+pub use kubeoc_testbed::agents::{BRIDGE_HOST, MODEL_ADDR};
 
 /// The testbed's kubeconfig path, for `--kubeconfig`.
 pub fn kubeconfig() -> anyhow::Result<String> {

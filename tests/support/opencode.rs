@@ -9,8 +9,7 @@ use kubeoc::front::{CREDENTIAL_HEADER, basic_credential};
 use kubeoc_testbed::{service_proxy_get_with, wait_until};
 use serde_json::{Value, json};
 
-/// The workspace directory of the tests' Agents; OpenCode keeps sessions per directory.
-pub const WORKSPACE: &str = "/workspace";
+pub use kubeoc_testbed::agents::WORKSPACE;
 /// The longest one prompt turn may take.
 pub const TURN: Duration = Duration::from_secs(90);
 
