@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use kubeoc::api::Agent;
 use kubeoc::controller::pod::AGENT_LABEL;
-use kubeoc::opencode::client::ServerProxy;
+use kubeoc::opencode::client::{ServerProxy, direct_client};
 use kubeoc_testbed::agents::{WORKSPACE, agent_manifest, server_password};
 use serde_json::json;
 
@@ -85,15 +85,25 @@ pub async fn run(
 
     let password = server_password(client, &ns, AGENT).await?;
     let proxied = ServerProxy::new(client.clone(), &ns, AGENT, &password, WORKSPACE);
-    let url: http::Uri = format!("http://{}:4096", server_ip(client, &ns, AGENT).await?).parse()?;
-    let direct = ServerProxy::direct(
-        Client::try_from(kube::Config::new(url))?,
-        &password,
-        WORKSPACE,
-    );
+    let server_url = format!("http://{}:4096", server_ip(client, &ns, AGENT).await?);
+    let direct = ServerProxy::direct(direct_client(), &server_url, &password, WORKSPACE);
 
     eprintln!("bench: attach, {} prompts each way", sizes.samples);
     rows.push(crate::attach::run(&proxied, &direct, sizes.samples).await?);
+    eprintln!(
+        "bench: attach start, {} starts each of agent attach and opencode attach",
+        sizes.samples
+    );
+    let first_screen = crate::attach::FirstScreen {
+        kubeoc: &setup.kubeoc,
+        kubeconfig: &setup.kubeconfig,
+        namespace: &ns,
+        agent: AGENT,
+        server_url: &server_url,
+        password: &password,
+        home: &setup.work_dir.join("opencode-home"),
+    };
+    rows.push(first_screen.run(sizes.samples).await?);
     eprintln!(
         "bench: {} Tasks and as many bare pods, one at a time",
         sizes.samples

@@ -64,6 +64,7 @@ async fn a_small_run_prints_every_row_and_writes_the_json() -> anyhow::Result<()
         "restart",
         "CLI",
         "attach",
+        "attach start",
         "task to Running",
         "task to Completed",
         "task throughput",

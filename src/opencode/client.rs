@@ -1,5 +1,6 @@
 //! HTTP to an OpenCode server through the apiserver's service proxy, with the user's (or the
-//! controller's) kubeconfig credentials. The apiserver strips `Authorization` after
+//! controller's) kubeconfig credentials; or, for a controller in the cluster, straight at the
+//! Agent's Service. The apiserver strips `Authorization` after
 //! authenticating the caller, so OpenCode's password travels in the pod front's own header
 //! ([`crate::front::CREDENTIAL_HEADER`]); never in the URL, which the apiserver's audit log
 //! records.
@@ -27,6 +28,14 @@ pub enum ProxyError {
     Transport(#[from] kube::Error),
     #[error("unexpected answer: {0}")]
     Decode(String),
+}
+
+/// A client for [`ServerProxy::direct`]: plain HTTP to whatever absolute URL a request names,
+/// with one connection pool for every server (no apiserver, no TLS, no kubeconfig).
+pub fn direct_client() -> kube::Client {
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<kube::client::Body>();
+    kube::Client::new(http, "default")
 }
 
 /// An OpenCode server behind Service `service` (port named `http`) in `namespace`, or behind
@@ -117,11 +126,12 @@ impl ServerProxy {
         }
     }
 
-    /// A server reached straight at its address, without the apiserver: `client` is built for
-    /// the server's own URL (`http://<pod IP>:<port>`), as an in-cluster client would be.
-    pub fn direct(client: kube::Client, password: &str, directory: &str) -> Self {
+    /// A server reached straight at `url` (`http://<host>:<port>`), without the apiserver:
+    /// in-cluster, the Agent's Service; in the bench, the pod's address. `client` is a
+    /// [`direct_client`].
+    pub fn direct(client: kube::Client, url: &str, password: &str, directory: &str) -> Self {
         Self {
-            base: String::new(),
+            base: url.trim_end_matches('/').to_string(),
             ..Self::new(client, "", "", password, directory)
         }
     }
@@ -434,5 +444,43 @@ mod tests {
             pod.uri("/session"),
             "/api/v1/namespaces/team/pods/lint-pod:4096/proxy/session?directory=%2Fw"
         );
+    }
+
+    /// A server of its own on loopback answers a direct client's health check: requests
+    /// carry the absolute URL and the credential header.
+    #[tokio::test]
+    async fn a_direct_client_reaches_the_server_at_its_url() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let served = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let service = hyper::service::service_fn(|request: http::Request<_>| async move {
+                let seen = format!(
+                    "{} {}",
+                    request.uri(),
+                    request.headers().contains_key(CREDENTIAL_HEADER)
+                );
+                let body = serde_json::json!({"healthy": true, "version": seen}).to_string();
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body),
+                )))
+            });
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+                .expect("serve");
+        });
+        let server = ServerProxy::direct(
+            direct_client(),
+            &format!("http://{address}/"),
+            "pw",
+            "/workspace",
+        );
+        let health = server.health().await.expect("health");
+        assert!(health.healthy);
+        assert_eq!(health.version, "/global/health?directory=%2Fworkspace true");
+        served.abort();
     }
 }

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod http_client;
 pub mod model;
 pub mod node;
+pub mod tmux;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ pub mod opencode;
 pub mod pausable;
 pub mod process;
 pub mod task;
-pub mod tmux;
+pub use kubeoc_testbed::tmux;
 
 pub use agent::{
     agent_manifest, condition, ready_agent, server_env, server_password, server_pod, server_pods,

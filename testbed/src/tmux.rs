@@ -1,10 +1,11 @@
 //! A terminal program driven as a person uses it: tmux runs it in a detached session of its
-//! own server (socket), `send-keys` types, `capture-pane` reads the screen.
+//! own server (socket), `send-keys` types, `capture-pane` reads the screen. The tests and the
+//! bench drive terminals with it.
 
 use std::time::Duration;
 
+use crate::wait_until;
 use anyhow::{Context as _, ensure};
-use kubeoc_testbed::wait_until;
 
 /// One tmux server with one window running a command; killed when dropped.
 pub struct Tmux {
@@ -12,9 +13,14 @@ pub struct Tmux {
 }
 
 fn tmux(socket: &str, args: &[&str]) -> anyhow::Result<String> {
+    tmux_with_env(socket, args, &[])
+}
+
+fn tmux_with_env(socket: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
     let out = std::process::Command::new("tmux")
         .args(["-L", socket])
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .context("running tmux (apt package tmux)")?;
     ensure!(
@@ -28,10 +34,23 @@ fn tmux(socket: &str, args: &[&str]) -> anyhow::Result<String> {
 impl Tmux {
     /// Starts `command` (a shell command line) in a `width`x`height` terminal.
     pub fn start(name: &str, command: &str, width: u16, height: u16) -> anyhow::Result<Self> {
+        Self::start_with_env(name, command, width, height, &[])
+    }
+
+    /// [`Tmux::start`] with `env` added to the program's environment: a secret given this way
+    /// stays out of every process's arguments (tmux's server starts with its first client's
+    /// environment).
+    pub fn start_with_env(
+        name: &str,
+        command: &str,
+        width: u16,
+        height: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let socket = format!("kubeoc-test-{name}-{}", std::process::id());
         let (w, h) = (width.to_string(), height.to_string());
         // The window stays after the program exits, so a test can read its last screen.
-        tmux(
+        tmux_with_env(
             &socket,
             &[
                 "-f",
@@ -46,6 +65,7 @@ impl Tmux {
                 "t",
                 command,
             ],
+            env,
         )?;
         tmux(&socket, &["set-option", "-t", "t", "remain-on-exit", "on"])?;
         Ok(Self { socket })
