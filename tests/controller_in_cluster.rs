@@ -1,7 +1,8 @@
 //! The same binary runs in-cluster: `controller run` in a pod of the testbed, with no
 //! kubeconfig, finds the apiserver through the kubelet's `KUBERNETES_SERVICE_*` variables and
 //! the projected ServiceAccount token, passes its own probes, and reconciles an Agent to Ready
-//! as that ServiceAccount (checked in the apiserver's audit log).
+//! as that ServiceAccount (checked in the apiserver's audit log), checking the server's health
+//! at its Service rather than through the apiserver's proxy.
 
 mod support;
 
@@ -32,6 +33,22 @@ fn audit_users_patching_agent_status(namespace: &str) -> anyhow::Result<Vec<Stri
             e["requestURI"]
                 .as_str()
                 .is_some_and(|uri| uri.contains(&status_uri) && uri.contains("/status"))
+        })
+        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Users of the audit log's requests through the service proxy of namespace's Services.
+fn audit_users_proxying(namespace: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(state_dir().join("logs/audit.log"))?;
+    let proxy_uri = format!("/api/v1/namespaces/{namespace}/services/");
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .is_some_and(|uri| uri.starts_with(&proxy_uri) && uri.contains("/proxy"))
         })
         .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
         .collect())
@@ -149,6 +166,19 @@ async fn the_controller_runs_in_a_pod_with_in_cluster_credentials() -> anyhow::R
     assert!(
         users.iter().all(|u| u == &writer),
         "only the in-cluster controller writes Agent status here: {users:?}"
+    );
+    // Its health check went to the Service, not through the apiserver.
+    let agent = agents.get("in-cluster-agent").await?;
+    let healthy =
+        support::condition(&agent, "ServerHealthy").context("no ServerHealthy condition")?;
+    assert!(
+        healthy.status == "True" && healthy.message.contains("answers /global/health"),
+        "{healthy:?}"
+    );
+    let proxying = audit_users_proxying(&n)?;
+    assert!(
+        !proxying.contains(&writer),
+        "the in-cluster controller used the apiserver's service proxy: {proxying:?}"
     );
 
     // It leads under its pod's name (the hostname), and logs JSON.

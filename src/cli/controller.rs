@@ -72,6 +72,7 @@ pub async fn run_command(cluster: &ClusterArgs, command: ControllerCommand) -> a
             lease_namespace: args.lease_namespace,
             ignore_upstream_lease: args.ignore_upstream_lease,
             metrics_addr: args.metrics_addr.0,
+            in_cluster: connected.in_cluster,
         },
     )
     .await

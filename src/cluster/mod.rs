@@ -53,12 +53,21 @@ pub struct Cluster {
     /// `-n`, else the kubeconfig context's namespace, else `default`.
     pub namespace: String,
     pub all_namespaces: bool,
+    /// Connected with the pod's ServiceAccount (no kubeconfig): the process runs in the
+    /// cluster, where Services resolve and answer.
+    pub in_cluster: bool,
 }
 
 impl ClusterArgs {
     /// Builds the client configuration: kubeconfig (flag, `$KUBECONFIG`, `~/.kube/config`),
     /// or the in-cluster service account when no kubeconfig exists.
     pub async fn config(&self) -> Result<kube::Config> {
+        Ok(self.config_and_source().await?.0)
+    }
+
+    /// [`ClusterArgs::config`], and whether it is the in-cluster ServiceAccount's.
+    async fn config_and_source(&self) -> Result<(kube::Config, bool)> {
+        let mut in_cluster = false;
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..KubeConfigOptions::default()
@@ -79,19 +88,22 @@ impl ClusterArgs {
                 Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .map_err(|e| kubeconfig_error(&self.context, e))?,
-                Err(read_err) => kube::Config::incluster().map_err(|_| {
-                    Error::Config(format!(
-                        "no kubeconfig found ({read_err}) and not running in a cluster; \
-                         pass --kubeconfig or set KUBECONFIG"
-                    ))
-                })?,
+                Err(read_err) => {
+                    in_cluster = true;
+                    kube::Config::incluster().map_err(|_| {
+                        Error::Config(format!(
+                            "no kubeconfig found ({read_err}) and not running in a cluster; \
+                             pass --kubeconfig or set KUBECONFIG"
+                        ))
+                    })?
+                }
             },
         };
         config.read_timeout = (!self.request_timeout.is_zero()).then_some(self.request_timeout);
         if let Some(ns) = &self.namespace {
             config.default_namespace = ns.clone();
         }
-        Ok(config)
+        Ok((config, in_cluster))
     }
 
     /// Connects with [`ClusterArgs::config`], as `kubectl-kubeoc/<version>`.
@@ -102,7 +114,7 @@ impl ClusterArgs {
     /// Connects with a User-Agent of its own (`<agent>/<version>`), so the apiserver's audit
     /// log tells the CLI and the controller apart.
     pub async fn connect_as(&self, agent: &str) -> Result<Cluster> {
-        let mut config = self.config().await?;
+        let (mut config, in_cluster) = self.config_and_source().await?;
         let user_agent = format!("{agent}/v{}", env!("CARGO_PKG_VERSION"));
         let value = http::HeaderValue::from_str(&user_agent)
             .map_err(|e| Error::InvalidArgument(format!("user agent {user_agent:?}: {e}")))?;
@@ -114,6 +126,7 @@ impl ClusterArgs {
             client,
             namespace,
             all_namespaces: self.all_namespaces,
+            in_cluster,
         })
     }
 }

@@ -24,6 +24,16 @@ use pod::BuildSettings;
 pub const FIELD_MANAGER: &str = "kubeoc-controller";
 
 /// What every reconcile shares.
+/// How the controller reaches the Agents' OpenCode servers for its health and activity checks.
+#[derive(Clone)]
+pub enum ServerRoute {
+    /// Through the apiserver's service proxy: a controller outside the cluster.
+    ApiserverProxy,
+    /// Straight at each Agent's Service URL, with a [`crate::opencode::client::direct_client`]:
+    /// a controller in the cluster, which then adds no load to the apiserver.
+    Service(Client),
+}
+
 pub struct Context {
     pub client: Client,
     pub settings: BuildSettings,
@@ -41,6 +51,8 @@ pub struct Context {
     pub health_backoff: backoff::Backoff,
     /// How often a Ready server's health is checked.
     pub health_interval: std::time::Duration,
+    /// How health and activity checks reach the servers.
+    pub server_route: ServerRoute,
     /// The Task statuses this process wrote, until the watch cache shows them.
     pub task_statuses: task::StatusMemo,
     /// One lock per Agent's Task queue.

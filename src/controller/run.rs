@@ -21,9 +21,14 @@ use super::backoff::{Backoff, key_of};
 use super::leader::{LeaderElector, UPSTREAM_LEASE_NAME};
 use super::metrics::{Metrics, Role};
 use super::stores::{self, Subscriptions};
-use super::{Context, agent, cron_task, metrics, pod, task};
+use super::{Context, ServerRoute, agent, cron_task, metrics, pod, task};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, KubeOpenCodeConfig, Task};
+
+/// Reconciles of one kind in flight at once. Unbounded, every Agent of a large apply starts a
+/// reconcile that holds its built children and requests in memory while the apiserver, the
+/// real limit, serves a few dozen at a time. (controller-runtime's default is 1.)
+const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// Options of `controller run`.
 #[derive(Debug, Clone)]
@@ -36,6 +41,13 @@ pub struct RunOptions {
     pub ignore_upstream_lease: bool,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
     pub metrics_addr: Option<SocketAddr>,
+    /// The controller runs in the cluster: it checks the servers at their Services rather
+    /// than through the apiserver's proxy.
+    pub in_cluster: bool,
+}
+
+fn reconcile_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
 fn identity() -> String {
@@ -218,6 +230,11 @@ async fn run_controllers(
         error_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         health_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
         health_interval: Duration::from_secs(60),
+        server_route: if options.in_cluster {
+            ServerRoute::Service(crate::opencode::client::direct_client())
+        } else {
+            ServerRoute::ApiserverProxy
+        },
         task_statuses: Default::default(),
         task_queues: Default::default(),
         task_arrivals: Default::default(),
@@ -300,6 +317,7 @@ async fn run_controllers(
     } = subscriptions;
     // A child Task's change (it finished, it went) concerns its CronTask's next run.
     let cron_controller = Controller::for_shared_stream(cron_tasks, stores.cron_tasks.clone())
+        .with_config(reconcile_config())
         .watches_shared_stream(tasks.clone(), |task: Arc<Task>| {
             cron_task::cron_of_task(&task)
         })
@@ -347,6 +365,7 @@ async fn run_controllers(
         })
     };
     let task_controller = Controller::for_shared_stream(tasks.clone(), stores.tasks.clone())
+        .with_config(reconcile_config())
         .owns_shared_stream(task_pods)
         .watches_shared_stream(agent_changes.clone(), tasks_of_agent)
         .graceful_shutdown_on(drain())
@@ -364,6 +383,7 @@ async fn run_controllers(
         )
         .for_each(log_outcome);
     let mut controller = Controller::for_shared_stream(agent_changes, stores.agents.clone())
+        .with_config(reconcile_config())
         .owns_shared_stream(deployments)
         .owns_shared_stream(services)
         .owns_shared_stream(claims)

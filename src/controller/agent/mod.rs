@@ -30,10 +30,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 pub use apply::APPLIED_DIGEST_ANNOTATION;
-pub use standby::suspended_by_standby;
+pub use standby::{keep_suspend_ownership, suspended_by_standby};
 use status::Verdict;
 
-use super::{Context, pod, stores};
+use super::{Context, ServerRoute, pod, stores};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentPhase, AgentStatus, KubeOpenCodeConfigSpec};
 use crate::duration;
@@ -307,13 +307,20 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     };
     let workspace = spec.workspace_dir.clone().unwrap_or_default();
     let service_name = pod::service_name(&name);
-    let proxy = ServerProxy::new(
-        ctx.client.clone(),
-        &ns,
-        &service_name,
-        &password,
-        &workspace,
-    );
+    let port = pod::server_port(&spec);
+    let url = pod::service_url(&name, &ns, port, &settings.cluster_domain);
+    let proxy = match &ctx.server_route {
+        ServerRoute::ApiserverProxy => ServerProxy::new(
+            ctx.client.clone(),
+            &ns,
+            &service_name,
+            &password,
+            &workspace,
+        ),
+        ServerRoute::Service(direct) => {
+            ServerProxy::direct(direct.clone(), &url, &password, &workspace)
+        }
+    };
     let server_healthy = if !server_ready.ok {
         Verdict::new(
             "ServerHealthy",
@@ -322,7 +329,11 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
             "the server is not ready",
         )
     } else {
-        health_verdict(&proxy, &name).await
+        let via = match &ctx.server_route {
+            ServerRoute::ApiserverProxy => "through the service proxy".to_string(),
+            ServerRoute::Service(_) => format!("at {url}"),
+        };
+        health_verdict(&proxy, &via, &name).await
     };
     let ready = server_ready.ok && server_healthy.ok && rejections.is_empty();
     let (ready_reason, ready_message) = if let Some(rejection) = rejections.first() {
@@ -363,7 +374,6 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     } else {
         AgentPhase::NotReady
     };
-    let port = pod::server_port(&spec);
     let existing_conditions = existing.conditions.clone().unwrap_or_default();
 
     // Standby: only a Ready server can be idle; suspended or starting servers start afresh.
@@ -412,7 +422,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         suspended: Some(suspended),
         deployment_name: Some(pod::deployment_name(&name)),
         service_name: Some(service_name),
-        url: Some(pod::service_url(&name, &ns, port, &settings.cluster_domain)),
+        url: Some(url),
         conditions: Some(status::conditions(
             &existing_conditions,
             &verdicts,
@@ -448,8 +458,9 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     }
 }
 
-/// `ServerHealthy` from a real `GET /global/health` through the service proxy.
-async fn health_verdict(proxy: &ServerProxy, agent: &str) -> Verdict {
+/// `ServerHealthy` from a real `GET /global/health` (through the service proxy, or at the
+/// Service in-cluster).
+async fn health_verdict(proxy: &ServerProxy, via: &str, agent: &str) -> Verdict {
     match proxy.health().await {
         Ok(h) if h.healthy => Verdict::new(
             "ServerHealthy",
@@ -476,7 +487,7 @@ async fn health_verdict(proxy: &ServerProxy, agent: &str) -> Verdict {
             "ServerHealthy",
             false,
             "Unreachable",
-            format!("health check through the service proxy failed: {e}"),
+            format!("health check {via} failed: {e}"),
         ),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -73,6 +74,31 @@ pub fn suspended_by_standby(agent: &Agent) -> bool {
         .filter_map(|entry| entry.manager.as_deref())
         .collect();
     agent.spec.suspend == Some(true) && owners == [FIELD_MANAGER]
+}
+
+/// Keeps of the Agent's managedFields only what [`suspended_by_standby`] reads: which managers
+/// own `spec.suspend`. The watch cache holds every Agent, and the rest of their field sets is
+/// most of an Agent's size.
+pub fn keep_suspend_ownership(agent: &mut Agent) {
+    let Some(entries) = agent.metadata.managed_fields.take() else {
+        return;
+    };
+    let kept: Vec<_> = entries
+        .into_iter()
+        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0["f:spec"].get("f:suspend").is_some())
+        })
+        .map(|entry| ManagedFieldsEntry {
+            manager: entry.manager,
+            fields_v1: Some(FieldsV1(json!({"f:spec": {"f:suspend": {}}}))),
+            ..Default::default()
+        })
+        .collect();
+    agent.metadata.managed_fields = (!kept.is_empty()).then_some(kept);
 }
 
 /// Lifts a standby suspension because `task` waits for the server.
@@ -305,6 +331,36 @@ mod tests {
         )));
         // Status entries of ours alone do not own spec.suspend.
         assert!(!suspended_by_standby(&agent(true, &[status])));
+
+        // The watch cache's slim copy answers the same, for every case above.
+        type Owners<'a> = &'a [(&'a str, Option<&'a str>)];
+        let cases: [(bool, Owners); 7] = [
+            (true, &[ours, status]),
+            (false, &[ours]),
+            (true, &[("kubeoc", None), status]),
+            (true, &[("kubectl-client-side-apply", None)]),
+            (true, &[ours, ("kubectl", None)]),
+            (true, &[status]),
+            (true, &[]),
+        ];
+        for (suspend, owners) in cases {
+            let full = agent(suspend, owners);
+            let mut slim = full.clone();
+            keep_suspend_ownership(&mut slim);
+            assert_eq!(
+                suspended_by_standby(&slim),
+                suspended_by_standby(&full),
+                "{owners:?}"
+            );
+            assert!(
+                slim.metadata.managed_fields.iter().flatten().all(|e| e
+                    .fields_v1
+                    .as_ref()
+                    .is_some_and(|f| f.0 == json!({"f:spec": {"f:suspend": {}}}))),
+                "only spec.suspend is kept: {:?}",
+                slim.metadata.managed_fields
+            );
+        }
     }
 
     fn at(seconds: i64) -> Timestamp {
