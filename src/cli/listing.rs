@@ -54,10 +54,18 @@ pub async fn list(
     let namespace = cluster.namespace.clone();
     let scope = (!cluster.all_namespaces).then_some(namespace.as_str());
     let api = noun.dynamic_api(&cluster.client, scope);
-    let columns = noun.columns(&cluster.client).await;
-    let printer =
-        Printer::new(&args.output, columns.clone()).namespace(&namespace, cluster.all_namespaces);
+    // Only a table needs the CRD's printer columns: one GET of a large object, sent beside
+    // the list rather than before it.
+    let columns = async {
+        match args.output.output {
+            OutputFormat::Table | OutputFormat::Wide => noun.columns(&cluster.client).await,
+            _ => Vec::new(),
+        }
+    };
     if args.watch {
+        let columns = columns.await;
+        let printer = Printer::new(&args.output, columns.clone())
+            .namespace(&namespace, cluster.all_namespaces);
         return watch(noun, api, &args, names, printer, columns).await;
     }
     let where_ = if cluster.all_namespaces {
@@ -70,7 +78,8 @@ pub async fn list(
         if let Some(selector) = &args.selector {
             params = params.labels(selector);
         }
-        let listed = api.list(&params).await.map_err(|e| {
+        let (columns, listed) = tokio::join!(columns, api.list(&params));
+        let listed = listed.map_err(|e| {
             if matches!(&e, kube::Error::Api(s) if s.code == 404) {
                 noun.missing_api(e)
             } else {
@@ -82,9 +91,13 @@ pub async fn list(
             .into_iter()
             .map(|o| noun.to_value(o))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        printer.print_list(&items)?;
+        Printer::new(&args.output, columns)
+            .namespace(&namespace, cluster.all_namespaces)
+            .print_list(&items)?;
         return Ok(());
     }
+    let printer =
+        Printer::new(&args.output, columns.await).namespace(&namespace, cluster.all_namespaces);
     let mut items = Vec::new();
     let mut failures = Vec::new();
     for name in names {
