@@ -53,6 +53,8 @@ pub struct Context {
     pub health_interval: std::time::Duration,
     /// How health and activity checks reach the servers.
     pub server_route: ServerRoute,
+    /// What each Agent's children were last applied from.
+    pub applied_inputs: agent::AppliedInputs,
     /// The Task statuses this process wrote, until the watch cache shows them.
     pub task_statuses: task::StatusMemo,
     /// One lock per Agent's Task queue.

@@ -17,6 +17,31 @@ use serde::de::DeserializeOwned;
 
 use crate::controller::{Context, FIELD_MANAGER, stores};
 
+/// Per Agent, the [inputs version](super::inputs_version) of the last pass that applied every
+/// child without a refusal: a pass that finds the same version has nothing to build.
+#[derive(Debug, Default)]
+pub struct AppliedInputs(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl AppliedInputs {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn get(&self, ns: &str, agent: &str) -> Option<u64> {
+        self.map().get(&format!("{ns}/{agent}")).copied()
+    }
+
+    pub(super) fn set(&self, ns: &str, agent: &str, version: u64) {
+        self.map().insert(format!("{ns}/{agent}"), version);
+    }
+
+    pub(super) fn forget(&self, ns: &str, agent: &str) {
+        self.map().remove(&format!("{ns}/{agent}"));
+    }
+}
+
 /// Annotation holding the digest of the object as kubeoc last applied it.
 pub const APPLIED_DIGEST_ANNOTATION: &str = "kubeopencode.io/applied-digest";
 

@@ -29,13 +29,13 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-pub use apply::APPLIED_DIGEST_ANNOTATION;
+pub use apply::{APPLIED_DIGEST_ANNOTATION, AppliedInputs};
 pub use standby::{keep_suspend_ownership, suspended_by_standby};
 use status::Verdict;
 
 use super::{Context, ServerRoute, pod, stores};
 use crate::api::config::CONFIG_NAME;
-use crate::api::{Agent, AgentPhase, AgentStatus, KubeOpenCodeConfigSpec};
+use crate::api::{Agent, AgentPhase, AgentStatus, AgentTemplate, KubeOpenCodeConfigSpec};
 use crate::duration;
 use crate::opencode::client::{ProxyError, ServerProxy};
 
@@ -165,6 +165,78 @@ where
     }
 }
 
+/// Applies every child, whatever happened to the others; returns the Deployment as the
+/// cluster has it and what the apiserver refused.
+async fn apply_children(
+    ctx: &Context,
+    ns: &str,
+    objects: &pod::ServerObjects,
+) -> (Option<Arc<Deployment>>, Vec<Rejection>) {
+    let stores = &ctx.stores;
+    let mut rejections = Vec::new();
+    if let Some(cm) = &objects.context_config_map {
+        apply_child(ctx, &stores.config_maps, ns, cm, &mut rejections).await;
+    }
+    apply_child::<PersistentVolumeClaim>(
+        ctx,
+        &stores.claims,
+        ns,
+        &objects.sessions_pvc,
+        &mut rejections,
+    )
+    .await;
+    if let Some(pvc) = &objects.workspace_pvc {
+        apply_child(ctx, &stores.claims, ns, pvc, &mut rejections).await;
+    }
+    apply_child::<Service>(ctx, &stores.services, ns, &objects.service, &mut rejections).await;
+    let deployment = apply_child(
+        ctx,
+        &stores.deployments,
+        ns,
+        &objects.deployment,
+        &mut rejections,
+    )
+    .await;
+    (deployment, rejections)
+}
+
+/// The resourceVersions of everything an Agent's children are built from or compared with:
+/// the Agent, its template, the cluster's config and the children themselves (the password
+/// Secret among them), as the watch caches hold them.
+fn inputs_version(
+    ctx: &Context,
+    agent: &Agent,
+    template: Option<&AgentTemplate>,
+    ns: &str,
+    name: &str,
+) -> u64 {
+    let stores = &ctx.stores;
+    let versions = [
+        agent.resource_version(),
+        template.and_then(|t| t.resource_version()),
+        stores
+            .configs
+            .as_ref()
+            .and_then(|s| s.get(&ObjectRef::new(CONFIG_NAME)))
+            .and_then(|c| c.resource_version()),
+        stores::get(&stores.deployments, ns, &pod::deployment_name(name))
+            .and_then(|o| o.resource_version()),
+        stores::get(&stores.services, ns, &pod::service_name(name))
+            .and_then(|o| o.resource_version()),
+        stores::get(&stores.claims, ns, &pod::sessions_pvc_name(name))
+            .and_then(|o| o.resource_version()),
+        stores::get(&stores.claims, ns, &pod::workspace_pvc_name(name))
+            .and_then(|o| o.resource_version()),
+        stores::get(&stores.config_maps, ns, &pod::context_config_map_name(name))
+            .and_then(|o| o.resource_version()),
+        stores::get(&stores.secrets, ns, &pod::auth_secret_name(name))
+            .and_then(|o| o.resource_version()),
+    ];
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&versions, &mut hasher);
+    std::hash::Hasher::finish(&hasher)
+}
+
 /// Reconciles one Agent.
 pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     if !ctx.stores.synced() {
@@ -176,6 +248,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
     let generation = agent.metadata.generation.unwrap_or(0);
     let existing = agent.status.clone().unwrap_or_default();
     if agent.metadata.deletion_timestamp.is_some() {
+        ctx.applied_inputs.forget(&ns, &name);
         // The garbage collector is removing the children (foreground deletion keeps the Agent
         // until they are gone); applying them again would undo its work and could keep the
         // deletion from ever finishing.
@@ -241,41 +314,26 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, R
         .filter_map(|s| Some((s.name.clone(), s.commit_hash.clone()?)))
         .collect();
     settings.password_digest = Some(password::digest(&password));
-    let objects = pod::build(&agent, &spec, &settings);
-
-    // Apply: every child, whatever happened to the others.
     let stores = &ctx.stores;
-    let mut rejections = Vec::new();
-    if let Some(cm) = &objects.context_config_map {
-        apply_child(&ctx, &stores.config_maps, &ns, cm, &mut rejections).await;
-    }
-    apply_child::<PersistentVolumeClaim>(
-        &ctx,
-        &stores.claims,
-        &ns,
-        &objects.sessions_pvc,
-        &mut rejections,
-    )
-    .await;
-    if let Some(pvc) = &objects.workspace_pvc {
-        apply_child(&ctx, &stores.claims, &ns, pvc, &mut rejections).await;
-    }
-    apply_child::<Service>(
-        &ctx,
-        &stores.services,
-        &ns,
-        &objects.service,
-        &mut rejections,
-    )
-    .await;
-    let deployment: Option<Arc<Deployment>> = apply_child(
-        &ctx,
-        &stores.deployments,
-        &ns,
-        &objects.deployment,
-        &mut rejections,
-    )
-    .await;
+    // A periodic pass (the health check) over unchanged inputs builds nothing: Git contexts
+    // that roll out on new commits change without any object changing, so they always build.
+    let inputs = git_sync_statuses
+        .is_none()
+        .then(|| inputs_version(&ctx, &agent, template.as_deref(), &ns, &name));
+    let unchanged = inputs.is_some() && ctx.applied_inputs.get(&ns, &name) == inputs;
+    let (deployment, rejections) = if unchanged {
+        let deployment = stores::get(&stores.deployments, &ns, &pod::deployment_name(&name));
+        (deployment, Vec::new())
+    } else {
+        let objects = pod::build(&agent, &spec, &settings);
+        let applied = apply_children(&ctx, &ns, &objects).await;
+        if applied.1.is_empty()
+            && let Some(inputs) = inputs
+        {
+            ctx.applied_inputs.set(&ns, &name, inputs);
+        }
+        applied
+    };
 
     // Status.
     let suspended = spec.suspend.unwrap_or(false);
