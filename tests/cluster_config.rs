@@ -11,30 +11,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kubeoc::api::{Agent, KubeOpenCodeConfig};
-use kubeoc_testbed::{admin_client, kubeconfig_path, wait_until};
+use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
-
-/// Deletes the cluster's KubeOpenCodeConfig when dropped, so a failing test leaves no
-/// cluster-wide setting behind for the tests that follow.
-struct ClusterConfigGuard;
-
-impl Drop for ClusterConfigGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig_path())
-            .args([
-                "delete",
-                "kubeopencodeconfig",
-                "cluster",
-                "--ignore-not-found",
-            ])
-            .stdout(std::process::Stdio::null())
-            .status();
-    }
-}
 
 #[tokio::test]
 async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Result<()> {
@@ -42,7 +22,7 @@ async fn the_cluster_config_reaches_every_agent_when_it_changes() -> anyhow::Res
     let ns = support::prepare_namespace(&client, "cluster-config").await?;
     let n = ns.name.clone();
     let configs: Api<KubeOpenCodeConfig> = Api::all(client.clone());
-    let _guard = ClusterConfigGuard;
+    let _guard = support::ClusterConfigGuard;
     configs
         .delete("cluster", &DeleteParams::default())
         .await

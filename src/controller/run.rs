@@ -214,6 +214,8 @@ async fn run_controllers(
     };
     let ns = options.namespace.clone();
     let (stores, subscriptions, watches) = stores::start(&client, ns.as_deref(), watch_config);
+    // Extra Task reconciles the queue asks for (positions it held back).
+    let (task_wake, task_wakeups) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: pod::BuildSettings::default(),
@@ -230,13 +232,14 @@ async fn run_controllers(
         error_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         health_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
         health_interval: Duration::from_secs(60),
+        applied_inputs: Default::default(),
         server_route: if options.in_cluster {
             ServerRoute::Service(crate::opencode::client::direct_client())
         } else {
             ServerRoute::ApiserverProxy
         },
         task_statuses: Default::default(),
-        task_queues: Default::default(),
+        task_queues: task::QueueLocks::new(task_wake),
         task_arrivals: Default::default(),
         cron_written: Default::default(),
     });
@@ -364,10 +367,30 @@ async fn run_controllers(
             }
         })
     };
-    let task_controller = Controller::for_shared_stream(tasks.clone(), stores.tasks.clone())
+    let mut task_controller = Controller::for_shared_stream(tasks.clone(), stores.tasks.clone())
         .with_config(reconcile_config())
         .owns_shared_stream(task_pods)
-        .watches_shared_stream(agent_changes.clone(), tasks_of_agent)
+        .reconcile_on(task_wakeups)
+        .watches_shared_stream(agent_changes.clone(), tasks_of_agent);
+    // The cleanup settings (TTL, count) apply to the Tasks that finished before they changed.
+    if let Some(configs) = configs.clone() {
+        let finished_tasks = stores.tasks.clone();
+        task_controller =
+            task_controller.watches_shared_stream(configs, move |_: Arc<KubeOpenCodeConfig>| {
+                finished_tasks
+                    .state()
+                    .into_iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .and_then(|s| s.phase)
+                            .is_some_and(|p| p.is_finished())
+                    })
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            });
+    }
+    let task_controller = task_controller
         .graceful_shutdown_on(drain())
         .run(
             |task, ctx| {

@@ -13,6 +13,27 @@ use super::kubectl;
 
 pub use kubeoc_testbed::agents::{BRIDGE_HOST, MODEL_ADDR};
 
+/// Deletes the cluster's KubeOpenCodeConfig when dropped, so a failing test leaves no
+/// cluster-wide setting behind for the tests that follow. The config is cluster-scoped: a
+/// test binary that touches it holds that one test (test binaries run one after another).
+pub struct ClusterConfigGuard;
+
+impl Drop for ClusterConfigGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args([
+                "delete",
+                "kubeopencodeconfig",
+                "cluster",
+                "--ignore-not-found",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// The testbed's kubeconfig path, for `--kubeconfig`.
 pub fn kubeconfig() -> anyhow::Result<String> {
     kubeconfig_path()

@@ -33,8 +33,8 @@ pub use agent::{
 };
 pub use bed::Bed;
 pub use cluster::{
-    BRIDGE_HOST, MODEL_ADDR, apply, create_secret, free_bridge_port, install_kubeoc,
-    installed_namespace, kubeconfig, prepare_namespace,
+    BRIDGE_HOST, ClusterConfigGuard, MODEL_ADDR, apply, create_secret, free_bridge_port,
+    install_kubeoc, installed_namespace, kubeconfig, prepare_namespace,
 };
 pub use git::{GitDaemon, Repository, local_repository};
 pub use opencode::{Server, TURN, WORKSPACE};

@@ -3,10 +3,21 @@
 //! ([`StatusMemo`](super::StatusMemo)), decide ([`decide`]), and write each waiting Task's
 //! status: Running for the admitted (their own reconcile then makes the pod), Queued with
 //! position and reason for the rest.
+//!
+//! Every admission moves every waiting Task up one place. Written at once each time, a burst
+//! of N Tasks behind a few slots costs about N²/2 status writes (20,000 for 200), and the
+//! writes, made under the Agent's lock, hold the next admission back. So a Task entering the
+//! queue, changing its reason or being admitted is written at once, and so is a new position
+//! among the first [`EXACT_POSITIONS`]; further back, a change of position alone is written
+//! at most every [`POSITION_REFRESH`], and a pass that held positions back schedules the pass
+//! that writes them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::ObjectRef;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -20,20 +31,61 @@ use crate::controller::Context;
 use crate::controller::conditions::{Verdict, find};
 use crate::controller::pod;
 
-/// Per-Agent locks, so two passes over one queue never interleave.
+/// Queue positions kept exact at every admission.
+pub const EXACT_POSITIONS: i32 = 10;
+
+/// How stale the `queuePosition` of a Task further back may get while its queue moves.
+pub const POSITION_REFRESH: Duration = Duration::from_secs(5);
+
+/// What one Agent's queue remembers between passes.
 #[derive(Debug, Default)]
+struct QueueState {
+    /// When a pass last wrote the positions behind the first [`EXACT_POSITIONS`].
+    positions_written: Option<Instant>,
+    /// A pass to write held-back positions is scheduled.
+    refresh_scheduled: bool,
+}
+
+/// Per-Agent locks, so two passes over one queue never interleave, and the way to wake a
+/// Task's reconcile later (for a pass that writes held-back positions).
+#[derive(Debug)]
 pub struct QueueLocks {
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<QueueState>>>>,
+    wake: UnboundedSender<ObjectRef<Task>>,
 }
 
 impl QueueLocks {
-    fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// `wake` feeds the Task controller's extra triggers.
+    pub fn new(wake: UnboundedSender<ObjectRef<Task>>) -> Self {
+        Self {
+            locks: Default::default(),
+            wake,
+        }
+    }
+
+    fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<QueueState>> {
         self.locks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Reconciles `task` as soon as its current reconcile (if any) is over.
+    fn wake(&self, task: ObjectRef<Task>) {
+        // A closed channel means the controller is stopping.
+        let _ = self.wake.unbounded_send(task);
+    }
+
+    /// Reconciles `task` after `delay`.
+    fn wake_later(&self, task: ObjectRef<Task>, delay: Duration) {
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // A closed channel means the controller is stopping.
+            let _ = wake.unbounded_send(task);
+        });
     }
 }
 
@@ -88,6 +140,17 @@ fn queue_order(
         .then_with(|| a.name_any().cmp(&b.name_any()))
 }
 
+/// Whether writing `next` over `current` may wait for the next refresh of positions: only the
+/// position moved, and it is behind the first [`EXACT_POSITIONS`].
+fn may_wait(current: &TaskStatus, next: &TaskStatus) -> bool {
+    let only_position_moved = next != current
+        && TaskStatus {
+            queue_position: current.queue_position,
+            ..next.clone()
+        } == *current;
+    only_position_moved && next.queue_position.unwrap_or_default() > EXACT_POSITIONS
+}
+
 /// The Agent's Tasks (not being deleted) with their newest statuses.
 fn tasks_of(ctx: &Context, ns: &str, agent: &str) -> Vec<(Arc<Task>, TaskStatus)> {
     ctx.stores
@@ -112,7 +175,7 @@ pub(super) async fn admit(
     agent: &str,
 ) -> Result<Option<Duration>, ReconcileError> {
     let lock = ctx.task_queues.of(&format!("{ns}/{agent}"));
-    let _held = lock.lock().await;
+    let mut queue_state = lock.lock().await;
     let Some(target) = target(ctx, ns, agent) else {
         return Ok(None);
     };
@@ -172,7 +235,12 @@ pub(super) async fn admit(
         waiting: queued.len(),
         now,
     });
+    let since_positions = queue_state.positions_written.map(|t| t.elapsed());
+    let hold_positions = since_positions.is_some_and(|d| d < POSITION_REFRESH);
+    let mut held_back = None;
+    let mut wrote_positions = false;
     for ((task, current), decision) in queued.into_iter().zip(decisions) {
+        let admitted = matches!(decision, Decision::Admit);
         let generation = task.metadata.generation.unwrap_or(0);
         let existing = current.conditions.as_deref().unwrap_or_default();
         let next = match decision {
@@ -219,7 +287,86 @@ pub(super) async fn admit(
                 ..current.clone()
             },
         };
+        if may_wait(current, &next) {
+            if hold_positions {
+                // The back of the queue: the Task least likely to be admitted before then.
+                held_back = Some(ObjectRef::from_obj(&**task));
+                continue;
+            }
+            wrote_positions = true;
+        }
         status::write(ctx, task, next).await?;
+        if admitted {
+            // Its own reconcile makes the pod. The watch event of this write is no sure
+            // trigger: it can reach a reconcile of the Task that is waiting for this lock,
+            // which then still sees the Task queued (the memo of this write comes after the
+            // patch returns) and ends. Seen as Tasks Running without a pod after a burst.
+            ctx.task_queues.wake(ObjectRef::from_obj(&**task));
+        }
+    }
+    if wrote_positions {
+        queue_state.positions_written = Some(Instant::now());
+    }
+    if !hold_positions {
+        queue_state.refresh_scheduled = false;
+    }
+    if let Some(task) = held_back
+        && !queue_state.refresh_scheduled
+    {
+        let wait = POSITION_REFRESH.saturating_sub(since_positions.unwrap_or_default());
+        ctx.task_queues
+            .wake_later(task, wait + Duration::from_millis(50));
+        queue_state.refresh_scheduled = true;
     }
     Ok(retry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queued at `position` for `reason`, with one fixed condition time.
+    fn queued(position: i32, reason: &str) -> TaskStatus {
+        let mut conditions = crate::controller::conditions::conditions(
+            &[],
+            &[Verdict::new("Queued", true, reason, "waits")],
+            1,
+        );
+        for c in &mut conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        TaskStatus {
+            phase: Some(TaskPhase::Queued),
+            queue_position: Some(position),
+            conditions: Some(conditions),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_move_behind_the_first_places_waits() {
+        let back = EXACT_POSITIONS + 2;
+        let capacity = "AgentAtCapacity";
+        assert!(may_wait(
+            &queued(back, capacity),
+            &queued(back - 1, capacity)
+        ));
+        // Near the front, every move is written.
+        assert!(!may_wait(
+            &queued(EXACT_POSITIONS + 1, capacity),
+            &queued(EXACT_POSITIONS, capacity)
+        ));
+        // Entering the queue, a new reason, admission, or no change at all: never held.
+        assert!(!may_wait(&TaskStatus::default(), &queued(back, capacity)));
+        assert!(!may_wait(
+            &queued(back, capacity),
+            &queued(back - 1, "QuotaExceeded")
+        ));
+        let running = TaskStatus {
+            phase: Some(TaskPhase::Running),
+            ..Default::default()
+        };
+        assert!(!may_wait(&queued(back, capacity), &running));
+        assert!(!may_wait(&queued(back, capacity), &queued(back, capacity)));
+    }
 }
