@@ -54,7 +54,22 @@ async fn wait_phase(
     let api = tasks(bed);
     wait_until(&format!("Task {name} {want:?}"), timeout, || async {
         let task = api.get(name).await?;
-        Ok((phase(&task) == Some(want)).then_some(task))
+        if phase(&task) == Some(want) {
+            return Ok(Some(task));
+        }
+        // What the timeout reports as last seen.
+        let status = task.status.unwrap_or_default();
+        let conditions: Vec<_> = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+            .collect();
+        anyhow::bail!(
+            "phase {:?}, pod {:?}, conditions {conditions:?}",
+            status.phase,
+            status.pod_name
+        )
     })
     .await
 }
