@@ -17,41 +17,32 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubeoc::api::Agent;
 use kubeoc::cluster::pods::pod_ready;
-use kubeoc_testbed::{admin_client, state_dir, wait_until};
+use kubeoc_testbed::{admin_client, wait_until};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-fn audit_users_patching_agent_status(namespace: &str) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(state_dir().join("logs/audit.log"))?;
-    let status_uri = format!("/namespaces/{namespace}/agents/");
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|e| e["verb"] == "patch")
-        .filter(|e| {
-            e["requestURI"]
-                .as_str()
-                .is_some_and(|uri| uri.contains(&status_uri) && uri.contains("/status"))
-        })
+/// The users of the whole audit log's requests that `matches`.
+fn audit_users(matches: impl Fn(&Value, &str) -> bool) -> anyhow::Result<Vec<String>> {
+    Ok(support::audit::AuditLog::from_offset(0)
+        .entries()?
+        .iter()
+        .filter(|e| e["requestURI"].as_str().is_some_and(|uri| matches(e, uri)))
         .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
         .collect())
 }
 
+fn audit_users_patching_agent_status(namespace: &str) -> anyhow::Result<Vec<String>> {
+    let status_uri = format!("/namespaces/{namespace}/agents/");
+    audit_users(|e, uri| {
+        e["verb"] == "patch" && uri.contains(&status_uri) && uri.contains("/status")
+    })
+}
+
 /// Users of the audit log's requests through the service proxy of namespace's Services.
 fn audit_users_proxying(namespace: &str) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(state_dir().join("logs/audit.log"))?;
     let proxy_uri = format!("/api/v1/namespaces/{namespace}/services/");
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|e| {
-            e["requestURI"]
-                .as_str()
-                .is_some_and(|uri| uri.starts_with(&proxy_uri) && uri.contains("/proxy"))
-        })
-        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
-        .collect())
+    audit_users(|_, uri| uri.starts_with(&proxy_uri) && uri.contains("/proxy"))
 }
 
 #[tokio::test]

@@ -78,6 +78,15 @@ async fn events_of(bed: &Bed, name: &str) -> anyhow::Result<Vec<(String, String)
         .collect())
 }
 
+/// [`events_of`] once Task `name` has at least its start and its end.
+async fn two_events_of(bed: &Bed, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    wait_until(&format!("the Events of Task {name}"), WAIT, || async {
+        let events = events_of(bed, name).await?;
+        Ok((events.len() >= 2).then_some(events))
+    })
+    .await
+}
+
 fn completion(task: &Task) -> anyhow::Result<Timestamp> {
     task.status
         .as_ref()
@@ -136,11 +145,7 @@ async fn finished_tasks_are_cleaned_up_by_count_and_ttl_and_tell_their_life_in_e
     );
 
     // Events tell each Task's life.
-    let events = wait_until("the Events of Task second", WAIT, || async {
-        let events = events_of(&bed, "second").await?;
-        Ok((events.len() >= 2).then_some(events))
-    })
-    .await?;
+    let events = two_events_of(&bed, "second").await?;
     ensure!(
         events
             == [
@@ -149,11 +154,7 @@ async fn finished_tasks_are_cleaned_up_by_count_and_ttl_and_tell_their_life_in_e
             ],
         "Events of a completed Task: {events:?}"
     );
-    let failed_events = wait_until("the Events of Task third", WAIT, || async {
-        let events = events_of(&bed, "third").await?;
-        Ok((events.len() >= 2).then_some(events))
-    })
-    .await?;
+    let failed_events = two_events_of(&bed, "third").await?;
     ensure!(
         failed_events.last() == Some(&("Warning".to_string(), "ModelError".to_string())),
         "a model error ends in a Warning: {failed_events:?}"

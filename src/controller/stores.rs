@@ -5,8 +5,9 @@
 //!
 //! The caches hold slim copies: no managedFields (an Agent keeps only who owns spec.suspend),
 //! no `kubectl apply` annotation (a copy of the whole object) and no pod template in a
-//! Deployment (children are compared by their applied digest, never field by field). At
-//! 1,000 Agents these were most of the controller's memory.
+//! Deployment (children are compared by their applied digest, never field by field). With
+//! the reconcile cap beside them, they took the controller's peak at 1,000 Agents from 286
+//! to 99 MiB in `make bench`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -200,6 +200,19 @@ async fn apply_children(
     (deployment, rejections)
 }
 
+/// The resourceVersion of the cached object `name`, if cached.
+fn cached_version<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    ns: &str,
+    name: &str,
+) -> Option<String>
+where
+    K: kube::Resource + kube::runtime::reflector::Lookup + Clone + 'static,
+    <K as kube::runtime::reflector::Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    stores::get(store, ns, name).and_then(|o| kube::Resource::meta(&*o).resource_version.clone())
+}
+
 /// The resourceVersions of everything an Agent's children are built from or compared with:
 /// the Agent, its template, the cluster's config and the children themselves (the password
 /// Secret among them), as the watch caches hold them.
@@ -219,18 +232,12 @@ fn inputs_version(
             .as_ref()
             .and_then(|s| s.get(&ObjectRef::new(CONFIG_NAME)))
             .and_then(|c| c.resource_version()),
-        stores::get(&stores.deployments, ns, &pod::deployment_name(name))
-            .and_then(|o| o.resource_version()),
-        stores::get(&stores.services, ns, &pod::service_name(name))
-            .and_then(|o| o.resource_version()),
-        stores::get(&stores.claims, ns, &pod::sessions_pvc_name(name))
-            .and_then(|o| o.resource_version()),
-        stores::get(&stores.claims, ns, &pod::workspace_pvc_name(name))
-            .and_then(|o| o.resource_version()),
-        stores::get(&stores.config_maps, ns, &pod::context_config_map_name(name))
-            .and_then(|o| o.resource_version()),
-        stores::get(&stores.secrets, ns, &pod::auth_secret_name(name))
-            .and_then(|o| o.resource_version()),
+        cached_version(&stores.deployments, ns, &pod::deployment_name(name)),
+        cached_version(&stores.services, ns, &pod::service_name(name)),
+        cached_version(&stores.claims, ns, &pod::sessions_pvc_name(name)),
+        cached_version(&stores.claims, ns, &pod::workspace_pvc_name(name)),
+        cached_version(&stores.config_maps, ns, &pod::context_config_map_name(name)),
+        cached_version(&stores.secrets, ns, &pod::auth_secret_name(name)),
     ];
     let mut hasher = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&versions, &mut hasher);

@@ -55,6 +55,15 @@ pub(super) fn unfinished_tasks(ctx: &Context, ns: &str, name: &str) -> Vec<Arc<T
     unfinished
 }
 
+/// Whether a managedFields entry (of the object, not a subresource) owns `spec.suspend`.
+fn owns_suspend(entry: &ManagedFieldsEntry) -> bool {
+    entry.subresource.as_deref().unwrap_or_default().is_empty()
+        && entry
+            .fields_v1
+            .as_ref()
+            .is_some_and(|fields| fields.0["f:spec"].get("f:suspend").is_some())
+}
+
 /// Whether spec.suspend was set by the standby clock: this controller alone owns the field
 /// (per managedFields). A suspend by a person (`kubectl kubeoc agent suspend`, `kubectl
 /// apply`, `kubectl patch`) is theirs to lift, so a Task does not resume it.
@@ -64,13 +73,7 @@ pub fn suspended_by_standby(agent: &Agent) -> bool {
         .managed_fields
         .iter()
         .flatten()
-        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
-        .filter(|entry| {
-            entry
-                .fields_v1
-                .as_ref()
-                .is_some_and(|fields| fields.0["f:spec"].get("f:suspend").is_some())
-        })
+        .filter(|entry| owns_suspend(entry))
         .filter_map(|entry| entry.manager.as_deref())
         .collect();
     agent.spec.suspend == Some(true) && owners == [FIELD_MANAGER]
@@ -85,13 +88,7 @@ pub fn keep_suspend_ownership(agent: &mut Agent) {
     };
     let kept: Vec<_> = entries
         .into_iter()
-        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
-        .filter(|entry| {
-            entry
-                .fields_v1
-                .as_ref()
-                .is_some_and(|fields| fields.0["f:spec"].get("f:suspend").is_some())
-        })
+        .filter(owns_suspend)
         .map(|entry| ManagedFieldsEntry {
             manager: entry.manager,
             fields_v1: Some(FieldsV1(json!({"f:spec": {"f:suspend": {}}}))),
