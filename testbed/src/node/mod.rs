@@ -100,18 +100,21 @@ pub struct NodeContext {
     pub sandboxes: Mutex<HashMap<String, Sandbox>>,
     pub cluster_domain: String,
     pub service_cidr: String,
-    /// Last iptables rules applied per network namespace, to skip no-op reloads.
-    applied_rules: Mutex<HashMap<String, String>>,
+    /// Last iptables rules applied per network namespace, to skip no-op reloads. Held across
+    /// an apply, so applies run one at a time.
+    applied_rules: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
-/// Writes the pod's hosts file and loads its service rules (when they changed).
-pub async fn apply_services(
-    ctx: &NodeContext,
-    sandbox: &Sandbox,
-    table: &ServiceTable,
-) -> anyhow::Result<()> {
+/// Writes the pod's hosts file and loads its service rules (when they changed) from the newest
+/// Service table.
+pub async fn apply_services(ctx: &NodeContext, sandbox: &Sandbox) -> anyhow::Result<()> {
+    let mut applied = ctx.applied_rules.lock().await;
+    // Read under the lock: the last apply to a sandbox uses the newest table, so a pod set up
+    // while the table changes cannot keep the older one (a new pod once kept a table without
+    // its Service's endpoint: every connection was refused).
+    let table = ctx.services.borrow().clone();
     let hosts = services::hosts_file(
-        table,
+        &table,
         &sandbox.namespace,
         &sandbox.pod_name,
         sandbox.ip,
@@ -119,22 +122,19 @@ pub async fn apply_services(
     );
     services::write_in_place(&sandbox.hosts_file, &hosts)
         .with_context(|| format!("writing {}", sandbox.hosts_file.display()))?;
-    let rules = services::iptables_rules(table, &ctx.service_cidr);
-    let unchanged = ctx
-        .applied_rules
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&sandbox.netns).cloned())
-        == Some(rules.clone());
-    if !unchanged {
+    let rules = services::iptables_rules(&table, &ctx.service_cidr);
+    if applied.get(&sandbox.netns) != Some(&rules) {
         network::run_in_netns(&sandbox.netns, "iptables-restore", &[], Some(&rules))
             .await
             .context("loading service rules (is iptables installed?)")?;
-        if let Ok(mut applied) = ctx.applied_rules.lock() {
-            applied.insert(sandbox.netns.clone(), rules);
-        }
+        applied.insert(sandbox.netns.clone(), rules);
     }
     Ok(())
+}
+
+/// Forgets the rules applied in a network namespace that is gone.
+pub async fn forget_services(ctx: &NodeContext, netns: &str) {
+    ctx.applied_rules.lock().await.remove(netns);
 }
 
 /// The cgroup v2 directory all pods live under.
@@ -187,14 +187,16 @@ async fn sync_services(ctx: Arc<NodeContext>, table_tx: watch::Sender<Arc<Servic
         if **table_tx.borrow() == *table {
             continue;
         }
-        let _ = table_tx.send(table.clone());
+        // Sent before the sandboxes are listed: a sandbox missing from the list is set up after
+        // this and reads the new table itself.
+        let _ = table_tx.send(table);
         let sandboxes: Vec<Sandbox> = ctx
             .sandboxes
             .lock()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
         for sandbox in sandboxes {
-            if let Err(err) = apply_services(&ctx, &sandbox, &table).await {
+            if let Err(err) = apply_services(&ctx, &sandbox).await {
                 tracing::warn!(
                     "services for {}/{}: {err:#}",
                     sandbox.namespace,
@@ -280,7 +282,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         sandboxes: Mutex::default(),
         cluster_domain: args.cluster_domain.clone(),
         service_cidr: args.service_cidr.clone(),
-        applied_rules: Mutex::default(),
+        applied_rules: tokio::sync::Mutex::default(),
     });
     tokio::spawn(sync_services(ctx.clone(), table_tx));
     tracing::info!(node = %args.node_name, "node agent ready");

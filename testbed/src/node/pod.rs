@@ -412,11 +412,11 @@ async fn create_sandbox(worker: &Worker) -> anyhow::Result<()> {
         pod_name: worker.name.clone(),
         ip,
     };
-    let table = ctx.services.borrow().clone();
-    super::apply_services(ctx, &sandbox, &table).await?;
+    // Listed before its first apply, so a table change from now on reaches it.
     if let Ok(mut sandboxes) = ctx.sandboxes.lock() {
-        sandboxes.insert(worker.uid.clone(), sandbox);
+        sandboxes.insert(worker.uid.clone(), sandbox.clone());
     }
+    super::apply_services(ctx, &sandbox).await?;
     if let Ok(mut registry) = ctx.logs.lock() {
         registry.insert(
             (worker.namespace.clone(), worker.name.clone()),
@@ -429,8 +429,13 @@ async fn create_sandbox(worker: &Worker) -> anyhow::Result<()> {
 async fn teardown(worker: &Worker) {
     let ctx = &worker.ctx;
     process::kill_cgroup(&ctx.cgroup_root.join(&worker.uid)).await;
-    if let Ok(mut sandboxes) = ctx.sandboxes.lock() {
-        sandboxes.remove(&worker.uid);
+    let sandbox = ctx
+        .sandboxes
+        .lock()
+        .ok()
+        .and_then(|mut sandboxes| sandboxes.remove(&worker.uid));
+    if let Some(sandbox) = sandbox {
+        super::forget_services(ctx, &sandbox.netns).await;
     }
     ctx.network.delete_pod_network(&worker.uid).await;
     if let Some(ip) = worker.state.lock().ok().and_then(|s| s.pod_ip)
