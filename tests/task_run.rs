@@ -7,7 +7,7 @@
 //! - `maxConcurrentTasks: 1` with 4 Tasks: never two Running, the queue numbered 1..n, all
 //!   Completed in creation order (even within one second and against name order);
 //! - a quota inherited from an AgentTemplate holds a Task in QuotaExceeded until the window
-//!   moves;
+//!   moves, even once the Task that used the quota is deleted (the Agent records the start);
 //! - stop and timeout abort the session on the server (Completed/Stopped), a deleted pod fails
 //!   its Task (PodDeleted) within 30 s, deleting a running Task aborts its session;
 //! - a controller killed while Tasks run and queue, then started again: every Task ends once,
@@ -443,6 +443,24 @@ async fn a_quota_from_the_template_holds_a_task_until_the_window_moves() -> anyh
     .await?;
     create_task(&bed, "first", "metered", "[[reply:first]]").await?;
     let first = wait_phase(&bed, "first", TaskPhase::Completed, WAIT).await?;
+    // The Agent keeps the start, so deleting the Task does not give it back.
+    let agents: Api<Agent> = Api::namespaced(bed.client.clone(), &bed.n);
+    let metered = agents.get("metered").await?;
+    let record = metered
+        .status
+        .and_then(|s| s.task_start_history)
+        .unwrap_or_default();
+    ensure!(
+        record.iter().map(|r| r.task_name.as_str()).eq(["first"]),
+        "taskStartHistory of Agent metered: {record:?}"
+    );
+    tasks(&bed)
+        .delete("first", &DeleteParams::default())
+        .await?;
+    wait_until("Task first gone", WAIT, || async {
+        Ok(tasks(&bed).get_opt("first").await?.is_none().then_some(()))
+    })
+    .await?;
     create_task(&bed, "second", "metered", "[[reply:second]]").await?;
     let held = wait_until("second Queued by the quota", WAIT, || async {
         let task = tasks(&bed).get("second").await?;

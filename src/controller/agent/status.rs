@@ -403,7 +403,13 @@ pub(super) async fn write_status(
     }
     let ns = agent.namespace().unwrap_or_default();
     let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Agent", "status": status});
+    // The Task queue owns taskStartHistory; applying the cached copy here could drop its
+    // newest starts.
+    let applied = AgentStatus {
+        task_start_history: None,
+        ..status.clone()
+    };
+    let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Agent", "status": applied});
     api.patch_status(
         &agent.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),

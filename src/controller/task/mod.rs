@@ -23,6 +23,7 @@ mod outcome;
 mod prompt;
 mod queue;
 mod running;
+mod start_history;
 mod status;
 
 use std::sync::Arc;

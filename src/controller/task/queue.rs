@@ -24,7 +24,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::admission::{Decision, Gate, Queue, decide};
-use super::{ReconcileError, finish, invalid, status, stop_requested, target};
+use super::{ReconcileError, finish, invalid, start_history, status, stop_requested, target};
+use crate::api::agent::TaskStartRecord;
 use crate::api::common::AgentReference;
 use crate::api::task::{SessionInfo, Task, TaskPhase, TaskStatus};
 use crate::controller::Context;
@@ -44,6 +45,8 @@ struct QueueState {
     positions_written: Option<Instant>,
     /// A pass to write held-back positions is scheduled.
     refresh_scheduled: bool,
+    /// The Agent's `taskStartHistory` as this process last wrote it.
+    start_record: Vec<TaskStartRecord>,
 }
 
 /// Per-Agent locks, so two passes over one queue never interleave, and the way to wake a
@@ -184,10 +187,21 @@ pub(super) async fn admit(
         .iter()
         .filter(|(_, s)| s.phase == Some(TaskPhase::Running))
         .count();
-    let starts = tasks
-        .iter()
-        .filter_map(|(_, s)| s.start_time.as_ref().map(|t| t.0))
-        .collect();
+    let agent_status = target.agent.status.clone().unwrap_or_default();
+    let start_record = start_history::union(
+        agent_status
+            .task_start_history
+            .as_deref()
+            .unwrap_or_default(),
+        &queue_state.start_record,
+    );
+    let starts = start_history::starts(
+        &start_record,
+        tasks.iter().filter_map(|(task, s)| {
+            let start = s.start_time.as_ref()?.0;
+            Some((task.metadata.name.as_deref()?, start))
+        }),
+    );
     let mut waiting: Vec<&(Arc<Task>, TaskStatus)> = tasks
         .iter()
         .filter(|(_, s)| matches!(s.phase, None | Some(TaskPhase::Pending | TaskPhase::Queued)))
@@ -212,7 +226,6 @@ pub(super) async fn admit(
         }
     }
 
-    let agent_status = target.agent.status.clone().unwrap_or_default();
     let gate = if target.spec.suspend == Some(true) {
         Some(Gate::Suspended)
     } else if agent_status.ready != Some(true) {
@@ -235,6 +248,19 @@ pub(super) async fn admit(
         waiting: queued.len(),
         now,
     });
+    let admitted: Vec<String> = queued
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| matches!(d, Decision::Admit))
+        .map(|((task, _), _)| task.name_any())
+        .collect();
+    if let Some(quota) = target.spec.quota.as_ref()
+        && !admitted.is_empty()
+    {
+        let record = start_history::recorded(&start_record, quota, ns, &admitted, now);
+        start_history::write(ctx, &target.agent, &record).await?;
+        queue_state.start_record = record;
+    }
     let since_positions = queue_state.positions_written.map(|t| t.elapsed());
     let hold_positions = since_positions.is_some_and(|d| d < POSITION_REFRESH);
     let mut held_back = None;
