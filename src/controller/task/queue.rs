@@ -75,12 +75,6 @@ impl QueueLocks {
             .clone()
     }
 
-    /// Reconciles `task` as soon as its current reconcile (if any) is over.
-    fn wake(&self, task: ObjectRef<Task>) {
-        // A closed channel means the controller is stopping.
-        let _ = self.wake.unbounded_send(task);
-    }
-
     /// Reconciles `task` after `delay`.
     fn wake_later(&self, task: ObjectRef<Task>, delay: Duration) {
         let wake = self.wake.clone();
@@ -266,7 +260,6 @@ pub(super) async fn admit(
     let mut held_back = None;
     let mut wrote_positions = false;
     for ((task, current), decision) in queued.into_iter().zip(decisions) {
-        let admitted = matches!(decision, Decision::Admit);
         let generation = task.metadata.generation.unwrap_or(0);
         let existing = current.conditions.as_deref().unwrap_or_default();
         let next = match decision {
@@ -321,14 +314,8 @@ pub(super) async fn admit(
             }
             wrote_positions = true;
         }
+        // An admitted Task's own reconcile, started by this write's watch event, makes the pod.
         status::write(ctx, task, next).await?;
-        if admitted {
-            // Its own reconcile makes the pod. The watch event of this write is no sure
-            // trigger: it can reach a reconcile of the Task that is waiting for this lock,
-            // which then still sees the Task queued (the memo of this write comes after the
-            // patch returns) and ends. Seen as Tasks Running without a pod after a burst.
-            ctx.task_queues.wake(ObjectRef::from_obj(&**task));
-        }
     }
     if wrote_positions {
         queue_state.positions_written = Some(Instant::now());

@@ -56,12 +56,22 @@ impl StatusMemo {
         }
     }
 
-    fn record(&self, task: &Task, status: &TaskStatus) {
+    /// Records `status` as written; returns what it replaces, for [`StatusMemo::restore`].
+    fn record(&self, task: &Task, status: &TaskStatus) -> Option<(String, TaskStatus)> {
         let uid = task.metadata.uid.clone().unwrap_or_default();
         self.written
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key(task), (uid, status.clone()));
+            .insert(key(task), (uid, status.clone()))
+    }
+
+    /// Puts back what [`StatusMemo::record`] replaced, after the write failed.
+    fn restore(&self, task: &Task, previous: Option<(String, TaskStatus)>) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match previous {
+            Some(entry) => written.insert(key(task), entry),
+            None => written.remove(&key(task)),
+        };
     }
 
     /// Forgets a Task that is gone.
@@ -105,6 +115,10 @@ pub(super) async fn write(
     let ns = task.namespace().unwrap_or_default();
     let api: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Task", "status": status});
+    // Recorded before the patch is sent: its watch event can start a reconcile of the Task
+    // before the patch returns, and that reconcile must see this status, not the one before
+    // (an admitted Task once read as still queued, and was never started).
+    let previous = ctx.task_statuses.record(task, &status);
     match api
         .patch_status(
             &task.name_any(),
@@ -114,15 +128,18 @@ pub(super) async fn write(
         .await
     {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ctx.task_statuses.forget(task);
+            return Ok(());
+        }
         Err(source) => {
+            ctx.task_statuses.restore(task, previous);
             return Err(ReconcileError::Status {
                 object: format!("Task {ns}/{}", task.name_any()),
                 source,
             });
         }
     }
-    ctx.task_statuses.record(task, &status);
     if before.phase != status.phase
         && let Some(event) = phase_event(task, &status)
         && let Err(e) = ctx.recorder.publish(&event, &task.object_ref(&())).await
@@ -184,4 +201,57 @@ fn phase_event(task: &Task, status: &TaskStatus) -> Option<Event> {
         action: "Reconcile".into(),
         secondary: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(uid: &str, phase: Option<TaskPhase>) -> Task {
+        let mut task = Task::new("t", Default::default());
+        task.metadata.namespace = Some("team".into());
+        task.metadata.uid = Some(uid.into());
+        task.status = Some(TaskStatus {
+            phase,
+            ..Default::default()
+        });
+        task
+    }
+
+    fn phase_of(status: TaskStatus) -> Option<TaskPhase> {
+        status.phase
+    }
+
+    #[test]
+    fn a_write_in_flight_is_the_newest_status_and_a_failed_one_is_undone() {
+        let memo = StatusMemo::default();
+        let cached = task("u1", Some(TaskPhase::Queued));
+        let running = TaskStatus {
+            phase: Some(TaskPhase::Running),
+            ..Default::default()
+        };
+        let previous = memo.record(&cached, &running);
+        // The cache still says Queued while the patch is on its way.
+        assert_eq!(phase_of(memo.current(&cached)), Some(TaskPhase::Running));
+        memo.restore(&cached, previous);
+        assert_eq!(phase_of(memo.current(&cached)), Some(TaskPhase::Queued));
+    }
+
+    #[test]
+    fn the_cache_catching_up_or_a_new_task_of_the_name_ends_the_memo() {
+        let memo = StatusMemo::default();
+        let queued = task("u1", Some(TaskPhase::Queued));
+        let running = task("u1", Some(TaskPhase::Running));
+        let written = running.status.clone().unwrap_or_default();
+        memo.record(&queued, &written);
+        assert_eq!(phase_of(memo.current(&running)), Some(TaskPhase::Running));
+        assert_eq!(
+            phase_of(memo.current(&queued)),
+            Some(TaskPhase::Queued),
+            "the memo ended once the cache showed the write"
+        );
+        memo.record(&queued, &written);
+        let again = task("u2", None);
+        assert_eq!(phase_of(memo.current(&again)), None);
+    }
 }
