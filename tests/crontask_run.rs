@@ -1,7 +1,10 @@
 //! CronTasks on the testbed, with the real OpenCode server and the stub model: a CronTask every
 //! minute with concurrencyPolicy Forbid never has two Tasks running, the trigger annotation
 //! (`kubectl kubeoc crontask trigger`) runs one now and is skipped while one runs, the
-//! scheduled minute runs too, and maxRetainedTasks holds.
+//! scheduled minute runs too, and maxRetainedTasks holds; Replace stops the running child
+//! (Completed, Stopped/UserStopped) for the new run; a run due while no controller ran is
+//! skipped (Scheduled reason Missed) once later than startingDeadlineSeconds, and the next
+//! minute runs on time.
 
 mod support;
 
@@ -15,6 +18,9 @@ use kubeoc::api::task::{Task, TaskPhase};
 use kubeoc_testbed::wait_until;
 use serde_json::json;
 use support::{Bed, apply, kubeoc};
+
+/// How long a run may take to start or to be reported.
+const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn a_forbid_crontask_never_overlaps_triggers_now_and_keeps_max_retained() -> anyhow::Result<()>
@@ -205,6 +211,166 @@ async fn a_forbid_crontask_never_overlaps_triggers_now_and_keeps_max_retained() 
     ensure!(
         suspended.spec.suspend == Some(true),
         "suspend sets spec.suspend"
+    );
+    Ok(())
+}
+
+/// The reason of the CronTask's Scheduled condition, and its message.
+fn scheduled(cron: &CronTask) -> Option<(String, String)> {
+    cron.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Scheduled")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn replace_stops_the_running_child_and_a_missed_deadline_skips_the_run() -> anyhow::Result<()>
+{
+    let mut bed = Bed::start("crontask-replace").await?;
+    bed.ready_agent("relay", json!({})).await?;
+    let n = bed.n.clone();
+    let crons: Api<CronTask> = Api::namespaced(bed.client.clone(), &n);
+    let tasks: Api<Task> = Api::namespaced(bed.client.clone(), &n);
+    let children = |cron: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            let listed = tasks
+                .list(&ListParams::default().labels(&format!("kubeopencode.io/crontask={cron}")))
+                .await?;
+            anyhow::Ok(listed.items)
+        }
+    };
+    let phase_of = |t: &Task| t.status.as_ref().and_then(|s| s.phase);
+
+    // Replace: never due by its schedule (1 January), run by the trigger.
+    let words: Vec<String> = (1..=30).map(|i| format!("word{i}")).collect();
+    apply(&n, &json!({
+        "apiVersion": "kubeopencode.io/v1alpha1", "kind": "CronTask",
+        "metadata": {"name": "swap"},
+        "spec": {"schedule": "0 0 1 1 *", "concurrencyPolicy": "Replace",
+                 "taskTemplate": {"spec": {"agentRef": {"name": "relay"},
+                                           "description": format!("[[reply:{}]] [[slow:1000]]", words.join(" "))}}},
+    }))
+    .await?;
+    kubeoc(&["-n", &n, "crontask", "trigger", "swap"])
+        .await?
+        .ok("crontask trigger")?;
+    let first = wait_until("the first run Running", WAIT, || async {
+        Ok(children("swap")
+            .await?
+            .into_iter()
+            .find(|t| phase_of(t) == Some(TaskPhase::Running)))
+    })
+    .await?;
+    let first_name = first.metadata.name.clone().unwrap_or_default();
+    // Child names carry the second they were due: the next trigger needs another second.
+    wait_until("a new second", WAIT, || async {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let created = first
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or_default();
+        Ok((now.as_second() > created).then_some(()))
+    })
+    .await?;
+    kubeoc(&["-n", &n, "crontask", "trigger", "swap"])
+        .await?
+        .ok("second trigger")?;
+    let (stopped, second) = wait_until(
+        "the first run stopped and the second Running",
+        WAIT,
+        || async {
+            let listed = children("swap").await?;
+            let stopped = listed.iter().find(|t| {
+                t.metadata.name.as_deref() == Some(&first_name)
+                    && phase_of(t) == Some(TaskPhase::Completed)
+            });
+            let second = listed.iter().find(|t| {
+                t.metadata.name.as_deref() != Some(&first_name)
+                    && phase_of(t) == Some(TaskPhase::Running)
+            });
+            Ok(stopped.cloned().zip(second.cloned()))
+        },
+    )
+    .await?;
+    let stop_reason = stopped
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Stopped"))
+        .map(|c| c.reason.clone());
+    ensure!(
+        stop_reason.as_deref() == Some("UserStopped"),
+        "the replaced run's Stopped condition: {:?}",
+        stopped.status
+    );
+    ensure!(
+        second.metadata.name != stopped.metadata.name,
+        "the second run is a new Task"
+    );
+
+    // A missed deadline: the run due while no controller ran is skipped once it is later than
+    // startingDeadlineSeconds, and the next minute runs on time.
+    bed.controller = None;
+    apply(&n, &json!({
+        "apiVersion": "kubeopencode.io/v1alpha1", "kind": "CronTask",
+        "metadata": {"name": "late"},
+        "spec": {"schedule": "* * * * *", "startingDeadlineSeconds": 5, "concurrencyPolicy": "Allow",
+                 "taskTemplate": {"spec": {"agentRef": {"name": "relay"},
+                                           "description": "[[reply:late]]"}}},
+    }))
+    .await?;
+    let created = crons
+        .get("late")
+        .await?
+        .metadata
+        .creation_timestamp
+        .map(|t| t.0.as_second())
+        .unwrap_or_default();
+    let missed_minute = (created / 60 + 1) * 60;
+    wait_until(
+        "the clock 7 s past the minute due while the controller is down",
+        Duration::from_secs(75),
+        || async {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            Ok((now >= missed_minute + 7).then_some(()))
+        },
+    )
+    .await?;
+    bed.restart_controller()?;
+    let (reason, message) = wait_until("late's run reported missed", WAIT, || async {
+        let cron = crons.get("late").await?;
+        Ok(scheduled(&cron).filter(|(reason, _)| reason == "Missed"))
+    })
+    .await?;
+    ensure!(
+        message.contains("startingDeadlineSeconds (5s)"),
+        "{reason}: {message}"
+    );
+    let next_minute = missed_minute + 60;
+    let ran = wait_until(
+        "late's next minute run",
+        Duration::from_secs(120),
+        || async {
+            Ok(children("late")
+                .await?
+                .into_iter()
+                .find_map(|t| t.metadata.name))
+        },
+    )
+    .await?;
+    ensure!(
+        ran == format!("late-{next_minute}"),
+        "the first child of late is {ran}, not the run due at {next_minute} (the one at {missed_minute} was missed)"
+    );
+    ensure!(
+        children("late").await?.len() == 1,
+        "late has more than one child"
     );
     Ok(())
 }
