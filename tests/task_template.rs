@@ -69,6 +69,7 @@ async fn a_task_from_a_template_waits_for_it_then_runs_on_a_server_of_its_own() 
 {
     let bed = Bed::start("task-template").await?;
     let n = bed.n.clone();
+    let audit = support::audit::AuditLog::now()?;
     let read = json!({"filePath": format!("{WORKSPACE}/task-rules.md")});
     let task = json!({
         "apiVersion": "kubeopencode.io/v1alpha1", "kind": "Task",
@@ -124,6 +125,13 @@ async fn a_task_from_a_template_waits_for_it_then_runs_on_a_server_of_its_own() 
         "{session:?}"
     );
     wait_pod_gone(&bed, "lint-pod").await?;
+    // The password comes from the controller's cache, not a GET at every look at the turn.
+    let reads = audit.controller_requests(&n, "get", "/secrets/lint-task-auth")?;
+    ensure!(
+        reads.len() <= 1,
+        "the controller read Secret lint-task-auth {} times while the Task ran",
+        reads.len()
+    );
 
     // The Secret and ConfigMap are the Task's (garbage-collected with it), and the template's
     // context is among the files.

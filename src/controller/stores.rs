@@ -22,7 +22,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::agent::keep_suspend_ownership;
-use super::pod::{CHILD_SELECTOR, TASK_POD_SELECTOR};
+use super::pod::{CHILD_SELECTOR, TASK_CHILD_SELECTOR};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
 
@@ -44,6 +44,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Pods of Tasks (label `kubeopencode.io/task`).
     pub task_pods: Store<Pod>,
+    /// Secrets of templateRef Tasks (label `kubeopencode.io/task`): their servers' passwords.
+    pub task_secrets: Store<Secret>,
     pub tasks: Store<Task>,
     pub cron_tasks: Store<CronTask>,
     synced: Arc<AtomicBool>,
@@ -149,6 +151,32 @@ where
     (store, subscription)
 }
 
+/// Starts one watch feeding a store nothing subscribes to (a subscription never read would
+/// fill its buffer and stall the watch).
+fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .for_each(|event| async move {
+            if let Err(err) = event {
+                tracing::warn!("watch: {err}");
+            }
+        });
+    tasks.push(tokio::spawn(stream));
+    store
+}
+
 /// Starts every watch (in `namespace`, or cluster-wide); the cluster's KubeOpenCodeConfig
 /// only with `watch_config`.
 pub fn start(
@@ -197,7 +225,14 @@ pub fn start(
     let (pods, pods_sub) = watch(namespaced(client, namespace), children(), slim, &mut tasks);
     let (task_pods, task_pods_sub) = watch(
         namespaced(client, namespace),
-        watcher::Config::default().labels(TASK_POD_SELECTOR),
+        watcher::Config::default().labels(TASK_CHILD_SELECTOR),
+        slim,
+        &mut tasks,
+    );
+    // The passwords of templateRef Tasks' servers, read at every look at a running turn.
+    let task_secrets = cache(
+        namespaced(client, namespace),
+        watcher::Config::default().labels(TASK_CHILD_SELECTOR),
         slim,
         &mut tasks,
     );
@@ -224,6 +259,7 @@ pub fn start(
         config_maps,
         pods,
         task_pods,
+        task_secrets,
         tasks: tasks_store,
         cron_tasks,
         synced: Arc::default(),
@@ -283,6 +319,7 @@ impl Stores {
             && ready(&self.config_maps).await
             && ready(&self.pods).await
             && ready(&self.task_pods).await
+            && ready(&self.task_secrets).await
             && ready(&self.tasks).await
             && ready(&self.cron_tasks).await;
         if all {

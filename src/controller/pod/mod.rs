@@ -83,7 +83,7 @@ pub use names::{
 pub use paths::workspace_dir;
 pub use server::{auth_secret, build, opencode_port};
 pub use task::{
-    AttachTarget, PROMPT_ENV, TASK_CONTAINER, TASK_LABEL, TASK_POD_SELECTOR, attach_pod,
+    AttachTarget, PROMPT_ENV, TASK_CHILD_SELECTOR, TASK_CONTAINER, TASK_LABEL, attach_pod,
     task_pod_name, task_session_title,
 };
 pub use validate::{InvalidSpec, unsupported, validate};

@@ -27,8 +27,8 @@ use crate::api::{API_VERSION, AgentSpec, Task};
 
 /// Label on a Task's pod: the Task's name (as upstream).
 pub const TASK_LABEL: &str = "kubeopencode.io/task";
-/// Selects the pods of every Task: what the controller watches.
-pub const TASK_POD_SELECTOR: &str = "kubeopencode.io/task";
+/// Selects the children of every Task (pods, Secrets, ConfigMaps): what the controller watches.
+pub const TASK_CHILD_SELECTOR: &str = "kubeopencode.io/task";
 /// Name of the container that runs `opencode run --attach`.
 pub const TASK_CONTAINER: &str = "task";
 /// Environment variable holding the prompt in the Task's container.

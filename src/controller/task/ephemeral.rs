@@ -295,41 +295,42 @@ async fn stop(
 /// `None` when the pod is not one of ours or the Secret holds no password.
 pub async fn task_server(client: &kube::Client, pod: &Pod) -> kube::Result<Option<ServerProxy>> {
     let ns = pod.namespace().unwrap_or_default();
-    let Some((port, workspace)) = pod::ephemeral_endpoint(pod) else {
-        return Ok(None);
-    };
-    let task = pod
-        .labels()
-        .get(pod::TASK_LABEL)
-        .cloned()
-        .unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = secrets.get_opt(&pod::task_auth_secret_name(&task)).await?;
-    let Some(password) = secret
-        .as_ref()
+    let secret = secrets.get_opt(&auth_secret_of(pod)).await?;
+    Ok(server_with(client, pod, secret.as_ref()))
+}
+
+/// The name of the Secret that holds the password of the server in `pod`.
+fn auth_secret_of(pod: &Pod) -> String {
+    pod::task_auth_secret_name(pod.labels().get(pod::TASK_LABEL).map_or("", |t| t))
+}
+
+/// The server in `pod`, with the password from `secret`.
+fn server_with(client: &kube::Client, pod: &Pod, secret: Option<&Secret>) -> Option<ServerProxy> {
+    let (port, workspace) = pod::ephemeral_endpoint(pod)?;
+    let password = secret
         .and_then(|s| secret_string(s, pod::PASSWORD_KEY))
-        .filter(|p| !p.is_empty())
-    else {
-        return Ok(None);
-    };
-    Ok(Some(ServerProxy::pod(
+        .filter(|p| !p.is_empty())?;
+    Some(ServerProxy::pod(
         client.clone(),
-        &ns,
+        &pod.namespace().unwrap_or_default(),
         &pod.name_any(),
         port,
         &password,
         &workspace,
-    )))
+    ))
 }
 
+/// The server of a running turn, with the password from the cache (a turn is looked at every
+/// [`TURN_POLL`]); the API is asked only when the cache has not seen the Secret yet.
 async fn server(ctx: &Context, pod: &Pod, ns: &str) -> Result<Option<ServerProxy>, ReconcileError> {
+    if let Some(secret) = stores::get(&ctx.stores.task_secrets, ns, &auth_secret_of(pod)) {
+        return Ok(server_with(&ctx.client, pod, Some(&secret)));
+    }
     task_server(&ctx.client, pod)
         .await
         .map_err(|source| ReconcileError::Read {
-            object: format!(
-                "Secret {ns}/{}",
-                pod::task_auth_secret_name(pod.labels().get(pod::TASK_LABEL).map_or("", |t| t))
-            ),
+            object: format!("Secret {ns}/{}", auth_secret_of(pod)),
             source,
         })
 }
