@@ -42,8 +42,9 @@ struct Args {
     /// Frames drawn for the TUI row.
     #[arg(long, default_value_t = 200)]
     frames: usize,
-    /// Prompts for the attach row, and Tasks for the latency rows.
-    #[arg(long, default_value_t = 10)]
+    /// Prompts for the attach row, and Tasks for the latency rows (with 10, the attach row's
+    /// median moved by 30 ms between runs).
+    #[arg(long, default_value_t = 20)]
     samples: usize,
     /// Tasks of the throughput row.
     #[arg(long, default_value_t = 200)]

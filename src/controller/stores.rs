@@ -121,6 +121,19 @@ fn slim_deployment(deployment: &mut Deployment) {
     }
 }
 
+/// A server pod with only the volumes of its spec: the Agent's status reads the pod's status
+/// and, for a pod stuck being created, which volume's Secret or ConfigMap is missing. The
+/// containers (commands, env, probes, mounts) were most of a cached pod.
+fn slim_server_pod(pod: &mut Pod) {
+    slim(pod);
+    if let Some(spec) = &mut pod.spec {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            volumes: spec.volumes.take(),
+            ..Default::default()
+        };
+    }
+}
+
 /// Starts one watch feeding a shared store, every object passed through `slim` first;
 /// returns the store and a subscription.
 fn watch<K>(
@@ -222,7 +235,12 @@ pub fn start(
     let (config_maps, config_maps_sub) =
         watch(namespaced(client, namespace), children(), slim, &mut tasks);
     // Server pods carry the children's labels too (the pod template has them).
-    let (pods, pods_sub) = watch(namespaced(client, namespace), children(), slim, &mut tasks);
+    let (pods, pods_sub) = watch(
+        namespaced(client, namespace),
+        children(),
+        slim_server_pod,
+        &mut tasks,
+    );
     let (task_pods, task_pods_sub) = watch(
         namespaced(client, namespace),
         watcher::Config::default().labels(TASK_CHILD_SELECTOR),
