@@ -152,6 +152,30 @@ async fn an_agent_created_from_flags_lives_and_dies_through_the_cli() -> anyhow:
     );
     outputs.push(("list".into(), list));
 
+    // The apiserver prints both tables: the same text, but for ages taken a moment apart.
+    let wide_list = kubeoc(&["-n", &n, "agent", "list", "-o", "wide"])
+        .await?
+        .ok("list -o wide")?;
+    let kubectl_wide_list = kubectl(&["-n", &n, "get", "agents", "-o", "wide"], None).await?;
+    let without_age = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .map(|l| {
+                l.trim_end()
+                    .rsplit_once(' ')
+                    .map_or(l, |(rest, _)| rest)
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_age(&wide_list.stdout),
+        without_age(&kubectl_wide_list),
+        "agent list -o wide:\n{}\nkubectl get agents -o wide:\n{kubectl_wide_list}",
+        wide_list.stdout
+    );
+
     let wide = kubeoc(&["-n", &n, "agent", "get", "dev", "-o", "wide"])
         .await?
         .ok("get -o wide")?;

@@ -13,6 +13,7 @@ use kube::{Api, ResourceExt as _};
 use super::noun::Noun;
 use super::output::{OutputArgs, OutputFormat, Printer, PrinterColumn};
 use super::print::{render_one, report_failures, write_stdout};
+use super::server_table;
 use crate::cluster::ClusterArgs;
 
 /// `list`.
@@ -73,19 +74,31 @@ pub async fn list(
     } else {
         format!("in namespace {namespace:?}")
     };
+    let list_error = |e: kube::Error| -> anyhow::Error {
+        if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+            noun.missing_api(e)
+        } else {
+            crate::Error::kube(format!("listing {}s {where_}", noun.name), e).into()
+        }
+    };
     if names.is_empty() {
         let mut params = ListParams::default();
         if let Some(selector) = &args.selector {
             params = params.labels(selector);
         }
+        let table = matches!(args.output.output, OutputFormat::Table | OutputFormat::Wide);
+        if table && noun.printed_by_server() {
+            let printed =
+                server_table::list(&cluster.client, &api, &params, cluster.all_namespaces)
+                    .await
+                    .map_err(list_error)?;
+            Printer::new(&args.output, Vec::new())
+                .namespace(&namespace, cluster.all_namespaces)
+                .print_server_table(&printed)?;
+            return Ok(());
+        }
         let (columns, listed) = tokio::join!(columns, api.list(&params));
-        let listed = listed.map_err(|e| {
-            if matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                noun.missing_api(e)
-            } else {
-                crate::Error::kube(format!("listing {}s {where_}", noun.name), e).into()
-            }
-        })?;
+        let listed = listed.map_err(list_error)?;
         let items = listed
             .items
             .into_iter()

@@ -15,6 +15,7 @@ pub mod print;
 mod progress;
 #[cfg(test)]
 mod reference;
+mod server_table;
 pub mod task;
 mod version;
 

@@ -154,6 +154,12 @@ impl Noun {
         Ok(serde_json::to_value(object)?)
     }
 
+    /// Whether the apiserver can print this noun's table: every column is the CRD's (none
+    /// is computed here).
+    pub fn printed_by_server(&self) -> bool {
+        self.computed.is_empty()
+    }
+
     /// Printer columns from the cluster's CRD, so the table matches `kubectl get`; the
     /// built-in CRD when the user may not read CRDs.
     pub async fn columns(&self, client: &kube::Client) -> Vec<PrinterColumn> {

@@ -5,7 +5,9 @@
 //! ([`PrinterColumn::from_crd`]) and render the way kubectl renders a custom resource's
 //! server-side table: `NAME` first (after `NAMESPACE` with `-A`), then the declared columns in
 //! order (priority 0 only, all of them with `-o wide`), headers upper-cased, columns aligned
-//! like kubectl's tabwriter, `date` columns as a human age (kubectl's `HumanDuration`).
+//! like kubectl's tabwriter, `date` columns as a human age (kubectl's `HumanDuration`), a
+//! missing value as an empty cell. A list of a kind whose columns are all the CRD's is printed
+//! from the apiserver's own table instead ([`Printer::print_server_table`]).
 //!
 //! ```no_run
 //! # use kubeoc::cli::output::{OutputArgs, Printer, PrinterColumn};
@@ -29,6 +31,7 @@ use serde_json::Value;
 
 pub use super::jsonpath::JsonPath;
 use super::jsonpath::{Template, print_value};
+use super::server_table::ServerTable;
 
 /// The value of `-o/--output`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -330,6 +333,61 @@ impl Printer {
         Ok(out)
     }
 
+    /// Prints a table the apiserver made ([`server_table`](super::server_table)), laid out as
+    /// [`Printer::print_list`] lays out a table: NAMESPACE with `-A`, priority-0 columns unless
+    /// `-o wide`, kubectl's notice when it is empty.
+    pub fn print_server_table(&self, table: &ServerTable) -> Result<(), OutputError> {
+        emit(self.render_server_table(table))
+    }
+
+    /// What [`Printer::print_server_table`] writes.
+    pub fn render_server_table(&self, table: &ServerTable) -> Rendered {
+        if table.rows.is_empty() {
+            return Rendered {
+                stdout: String::new(),
+                stderr: self.no_resources(),
+            };
+        }
+        let wide = self.format == OutputFormat::Wide;
+        let shown: Vec<usize> = (0..table.column_definitions.len())
+            .filter(|&i| wide || table.column_definitions[i].priority == 0)
+            .collect();
+        let mut rows: Vec<Vec<String>> = Vec::with_capacity(table.rows.len() + 1);
+        if !self.no_headers {
+            let mut header = Vec::with_capacity(shown.len() + 1);
+            if self.all_namespaces {
+                header.push("NAMESPACE".to_owned());
+            }
+            header.extend(
+                shown
+                    .iter()
+                    .map(|&i| table.column_definitions[i].name.to_uppercase()),
+            );
+            rows.push(header);
+        }
+        for row in &table.rows {
+            let mut line = Vec::with_capacity(shown.len() + 1);
+            if self.all_namespaces {
+                line.push(sanitize(row.namespace().unwrap_or("")));
+            }
+            line.extend(shown.iter().map(|&i| {
+                sanitize(&match row.cells.get(i) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) if !(n.is_i64() || n.is_u64()) => {
+                        n.as_f64().map_or_else(|| n.to_string(), go_float)
+                    }
+                    Some(other) => print_value(other),
+                })
+            }));
+            rows.push(line);
+        }
+        Rendered {
+            stdout: tabulate(&rows),
+            stderr: String::new(),
+        }
+    }
+
     /// kubectl's notice for an empty table.
     fn no_resources(&self) -> String {
         if self.all_namespaces {
@@ -412,7 +470,8 @@ impl Printer {
                     }
                     None => Some(INVALID.to_owned()),
                 };
-                row.push(sanitize(cell.as_deref().unwrap_or(NONE)));
+                // kubectl leaves a missing value's cell empty (custom columns say <none>).
+                row.push(sanitize(cell.as_deref().unwrap_or("")));
             }
             rows.push(row);
         }
@@ -1277,6 +1336,50 @@ mod tests {
             .render_objects(&two_agents()[..1])
             .unwrap();
         assert_eq!(one.stdout, "a");
+    }
+
+    #[test]
+    fn a_server_table_prints_as_kubectl_prints_it() {
+        let table: ServerTable = serde_json::from_value(json!({
+            "columnDefinitions": [
+                {"name": "Name", "priority": 0},
+                {"name": "URL", "priority": 1},
+                {"name": "Ready", "priority": 0},
+                {"name": "MaxTasks", "priority": 0},
+                {"name": "Age", "priority": 0}
+            ],
+            "rows": [
+                {"cells": ["team-agent", "http://t", true, 3, "3d4h"],
+                 "object": {"metadata": {"namespace": "team-a"}}},
+                {"cells": ["fresh\nline", null, null, 0.5, "5s"],
+                 "object": {"metadata": {"namespace": "b"}}}
+            ]
+        }))
+        .unwrap();
+        let table_text = printer(OutputFormat::Table, vec![])
+            .namespace("team-a", true)
+            .render_server_table(&table);
+        assert_eq!(
+            table_text.stdout,
+            "NAMESPACE   NAME         READY   MAXTASKS   AGE\n\
+             team-a      team-agent   true    3          3d4h\n\
+             b           fresh...             0.5        5s\n"
+        );
+        let wide = printer(OutputFormat::Wide, vec![]).render_server_table(&table);
+        assert!(
+            wide.stdout.starts_with("NAME         URL        READY"),
+            "{}",
+            wide.stdout
+        );
+        let empty: ServerTable =
+            serde_json::from_value(json!({"columnDefinitions": [], "rows": []})).unwrap();
+        let none = printer(OutputFormat::Table, vec![])
+            .namespace("team", false)
+            .render_server_table(&empty);
+        assert_eq!(
+            (none.stdout.as_str(), none.stderr.as_str()),
+            ("", "No resources found in team namespace.\n")
+        );
     }
 
     #[test]
