@@ -185,8 +185,9 @@ pub(super) fn explain_rejection(object: &str, err: &kube::Error) -> String {
 }
 
 /// For a pod still creating its containers: a Secret or ConfigMap volume whose object does
-/// not exist (the kubelet waits for it without saying so in the pod's status). Reads those
-/// objects: they are the user's, not in our caches; asked only while the server is not ready.
+/// not exist (the kubelet waits for it without saying so in the pod's status). Reads the pod
+/// (the cache keeps no pod specs) and those objects (they are the user's, not in our caches);
+/// asked only while the server is not ready.
 pub(super) async fn missing_volume_source(ctx: &Context, pod: &Pod) -> Option<String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -209,6 +210,8 @@ pub(super) async fn missing_volume_source(ctx: &Context, pod: &Pod) -> Option<St
     if !creating {
         return None;
     }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pod = pods.get_opt(pod_name).await.ok()??;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     for volume in pod.spec.as_ref()?.volumes.iter().flatten() {
