@@ -32,6 +32,7 @@ use kube::runtime::reflector::ObjectRef;
 pub use apply::{APPLIED_DIGEST_ANNOTATION, AppliedInputs};
 pub use standby::{keep_suspend_ownership, suspended_by_standby};
 use status::Verdict;
+pub use status::apply_status;
 
 use super::{Context, ServerRoute, pod, stores};
 use crate::api::config::CONFIG_NAME;

@@ -395,6 +395,24 @@ pub(super) async fn publish(ctx: &Context, agent: &Agent, events: Vec<Event>) {
     }
 }
 
+/// Server-side applies `status` (the fields `field_manager` owns) to the Agent's status.
+pub async fn apply_status(
+    client: &kube::Client,
+    agent: &Agent,
+    field_manager: &str,
+    status: serde_json::Value,
+) -> kube::Result<()> {
+    let api: Api<Agent> = Api::namespaced(client.clone(), &agent.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Agent", "status": status});
+    api.patch_status(
+        &agent.name_any(),
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Server-side applies `.status` when it differs from what the Agent already has.
 pub(super) async fn write_status(
     ctx: &Context,
@@ -404,25 +422,22 @@ pub(super) async fn write_status(
     if agent.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let ns = agent.namespace().unwrap_or_default();
-    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
     // The Task queue owns taskStartHistory; applying the cached copy here could drop its
     // newest starts.
     let applied = AgentStatus {
         task_start_history: None,
         ..status.clone()
     };
-    let patch = json!({"apiVersion": crate::api::API_VERSION, "kind": "Agent", "status": applied});
-    api.patch_status(
-        &agent.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| ReconcileError::Status {
-        object: format!("Agent {ns}/{}", agent.name_any()),
-        source,
-    })?;
+    apply_status(&ctx.client, agent, FIELD_MANAGER, json!(applied))
+        .await
+        .map_err(|source| ReconcileError::Status {
+            object: format!(
+                "Agent {}/{}",
+                agent.namespace().unwrap_or_default(),
+                agent.name_any()
+            ),
+            source,
+        })?;
     let old = agent
         .status
         .as_ref()

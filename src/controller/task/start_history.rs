@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::ReconcileError;
 use crate::api::agent::{Agent, QuotaConfig, TaskStartRecord};
 use crate::controller::Context;
+use crate::controller::agent::apply_status;
 
 /// The field manager of `status.taskStartHistory`, apart from the Agent reconcile's, so the
 /// Agent's own status writes (from a cache that may not have the newest record yet) never
@@ -77,24 +77,17 @@ pub async fn write(
     agent: &Agent,
     record: &[TaskStartRecord],
 ) -> Result<(), ReconcileError> {
-    let ns = agent.namespace().unwrap_or_default();
-    let api: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({
-        "apiVersion": crate::api::API_VERSION,
-        "kind": "Agent",
-        "status": {"taskStartHistory": record},
-    });
-    api.patch_status(
-        &agent.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| ReconcileError::Status {
-        object: format!("Agent {ns}/{}", agent.name_any()),
-        source,
-    })?;
-    Ok(())
+    let status = json!({"taskStartHistory": record});
+    apply_status(&ctx.client, agent, FIELD_MANAGER, status)
+        .await
+        .map_err(|source| ReconcileError::Status {
+            object: format!(
+                "Agent {}/{}",
+                agent.namespace().unwrap_or_default(),
+                agent.name_any()
+            ),
+            source,
+        })
 }
 
 #[cfg(test)]
