@@ -15,7 +15,7 @@ pub mod task;
 use std::sync::Arc;
 
 use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 
 use metrics::Metrics;
 use pod::BuildSettings;
@@ -37,8 +37,8 @@ pub enum ServerRoute {
 pub struct Context {
     pub client: Client,
     pub settings: BuildSettings,
-    /// Publishes Events (on transitions only) as `kubeoc-controller`.
-    pub recorder: Recorder,
+    /// Who the controller's Events say reported them.
+    pub reporter: Reporter,
     /// Reconcile counts and durations, served on `/metrics`.
     pub metrics: Arc<Metrics>,
     /// When each Rollout Git context (`<ns>/<agent>/<context>`) last asked its remote.
@@ -63,4 +63,14 @@ pub struct Context {
     pub task_arrivals: task::Arrivals,
     /// The CronTasks this process wrote, until the watch cache shows them.
     pub cron_written: cron_task::Written,
+}
+
+impl Context {
+    /// A publisher of Events (on transitions only) as `kubeoc-controller`, for one reconcile.
+    /// A long-lived `Recorder` keeps every Event it published for six minutes to count
+    /// repeats into a series, in a map that never shrinks: with 1,000 Agents converging,
+    /// megabytes for repeats that transition Events hardly have.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
 }

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
@@ -219,13 +219,10 @@ async fn run_controllers(
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: pod::BuildSettings::default(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: super::FIELD_MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
+        reporter: Reporter {
+            controller: super::FIELD_MANAGER.into(),
+            instance: Some(identity),
+        },
         metrics: metrics.clone(),
         git_checks: Default::default(),
         stores: stores.clone(),

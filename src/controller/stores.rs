@@ -4,25 +4,27 @@
 //! a cluster's other Secrets and ConfigMaps never sit in memory.
 //!
 //! The caches hold slim copies: no managedFields (an Agent keeps only who owns spec.suspend),
-//! no `kubectl apply` annotation (a copy of the whole object) and no pod template in a
-//! Deployment (children are compared by their applied digest, never field by field). With
-//! the reconcile cap beside them, they took the controller's peak at 1,000 Agents from 286
-//! to 99 MiB in `make bench`.
+//! no `kubectl apply` annotation (a copy of the whole object), and of a child only what a
+//! reconcile reads (children are compared by their applied digest, never field by field).
+//! With the reconcile cap beside them, they took the controller's peak at 1,000 Agents from
+//! 286 to 99 MiB in `make bench`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::agent::keep_suspend_ownership;
-use super::pod::{CHILD_SELECTOR, TASK_CHILD_SELECTOR};
+use super::agent::{APPLIED_DIGEST_ANNOTATION, keep_suspend_ownership};
+use super::pod::{AGENT_LABEL, CHILD_SELECTOR, TASK_CHILD_SELECTOR};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
 
@@ -112,21 +114,66 @@ fn slim_agent(agent: &mut Agent) {
     drop_last_applied(agent);
 }
 
-/// A Deployment without its pod template's spec: the Agent's status reads the Deployment's
-/// replicas and status, and the apply compares digests.
-fn slim_deployment(deployment: &mut Deployment) {
-    slim(deployment);
-    if let Some(spec) = &mut deployment.spec {
-        spec.template.spec = None;
+/// A child's metadata as reconciles read it: no labels (the watch selects by them, the
+/// triggers follow owner references) and, of the annotations, only the digest of what was
+/// applied. Each map costs a B-tree node of over 500 bytes however few entries it has.
+fn slim_child_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|key, _| key == APPLIED_DIGEST_ANNOTATION);
     }
 }
 
-/// A server pod without its spec: the Agent's status reads the pod's status, and the volumes
-/// of a pod stuck being created from the API. A k8s-openapi `Volume` takes 3,208 bytes
-/// inline whatever its source; dropping the spec took the controller with 1,000 Agents from
-/// 80 to 66 MiB peak RSS (`make bench`).
+/// A Deployment as the Agent's status reads it: its wanted replicas and its status. The
+/// apply compares digests, never the template.
+fn slim_deployment(deployment: &mut Deployment) {
+    slim_child_meta(&mut deployment.metadata);
+    if let Some(spec) = &mut deployment.spec {
+        *spec = DeploymentSpec {
+            replicas: spec.replicas,
+            ..Default::default()
+        };
+    }
+}
+
+/// A Service, PersistentVolumeClaim or ConfigMap: the reconcile reads only its metadata
+/// (the applied digest and resourceVersion).
+fn slim_service(service: &mut Service) {
+    slim_child_meta(&mut service.metadata);
+    service.spec = None;
+    service.status = None;
+}
+
+fn slim_claim(claim: &mut PersistentVolumeClaim) {
+    slim_child_meta(&mut claim.metadata);
+    claim.spec = None;
+    claim.status = None;
+}
+
+fn slim_config_map(config_map: &mut ConfigMap) {
+    slim_child_meta(&mut config_map.metadata);
+    config_map.data = None;
+    config_map.binary_data = None;
+}
+
+/// The server's password Secret keeps its data: health checks and Tasks read it.
+fn slim_secret(secret: &mut Secret) {
+    slim_child_meta(&mut secret.metadata);
+}
+
+/// A server pod without its spec and with only the label naming its Agent: the Agent's
+/// status reads the pod's status, and the volumes of a pod stuck being created from the
+/// API. A k8s-openapi `Volume` takes 3,208 bytes inline whatever its source; dropping the
+/// spec took the controller with 1,000 Agents from 80 to 66 MiB peak RSS (`make bench`).
 fn slim_server_pod(pod: &mut Pod) {
-    slim(pod);
+    let agent = pod
+        .metadata
+        .labels
+        .as_mut()
+        .and_then(|labels| labels.remove_entry(AGENT_LABEL));
+    slim_child_meta(&mut pod.metadata);
+    pod.metadata.labels = agent.map(|entry| BTreeMap::from([entry]));
     pod.spec = None;
 }
 
@@ -223,12 +270,30 @@ pub fn start(
         slim_deployment,
         &mut tasks,
     );
-    let (services, services_sub) =
-        watch(namespaced(client, namespace), children(), slim, &mut tasks);
-    let (claims, claims_sub) = watch(namespaced(client, namespace), children(), slim, &mut tasks);
-    let (secrets, secrets_sub) = watch(namespaced(client, namespace), children(), slim, &mut tasks);
-    let (config_maps, config_maps_sub) =
-        watch(namespaced(client, namespace), children(), slim, &mut tasks);
+    let (services, services_sub) = watch(
+        namespaced(client, namespace),
+        children(),
+        slim_service,
+        &mut tasks,
+    );
+    let (claims, claims_sub) = watch(
+        namespaced(client, namespace),
+        children(),
+        slim_claim,
+        &mut tasks,
+    );
+    let (secrets, secrets_sub) = watch(
+        namespaced(client, namespace),
+        children(),
+        slim_secret,
+        &mut tasks,
+    );
+    let (config_maps, config_maps_sub) = watch(
+        namespaced(client, namespace),
+        children(),
+        slim_config_map,
+        &mut tasks,
+    );
     // Server pods carry the children's labels too (the pod template has them).
     let (pods, pods_sub) = watch(
         namespaced(client, namespace),
@@ -349,4 +414,65 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     store.get(&ObjectRef::new(name).within(namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            name: Some("a-server".into()),
+            labels: Some(BTreeMap::from([
+                (AGENT_LABEL.to_string(), "a".to_string()),
+                ("app.kubernetes.io/name".to_string(), "opencode".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (APPLIED_DIGEST_ANNOTATION.to_string(), "d1".to_string()),
+                (
+                    "deployment.kubernetes.io/revision".to_string(),
+                    "3".to_string(),
+                ),
+            ])),
+            managed_fields: Some(vec![Default::default()]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cached_child_keeps_its_digest_and_a_server_pod_its_agent() {
+        let mut deployment = Deployment {
+            metadata: meta(),
+            spec: Some(DeploymentSpec {
+                replicas: Some(0),
+                min_ready_seconds: Some(5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        slim_deployment(&mut deployment);
+        assert_eq!(deployment.metadata.labels, None);
+        assert_eq!(deployment.metadata.managed_fields, None);
+        assert_eq!(
+            deployment.metadata.annotations,
+            Some(BTreeMap::from([(
+                APPLIED_DIGEST_ANNOTATION.to_string(),
+                "d1".to_string()
+            )]))
+        );
+        let spec = deployment.spec.unwrap_or_default();
+        assert_eq!((spec.replicas, spec.min_ready_seconds), (Some(0), None));
+
+        let mut pod = Pod {
+            metadata: meta(),
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
+        slim_server_pod(&mut pod);
+        assert_eq!(
+            pod.metadata.labels,
+            Some(BTreeMap::from([(AGENT_LABEL.to_string(), "a".to_string())]))
+        );
+        assert!(pod.spec.is_none());
+    }
 }

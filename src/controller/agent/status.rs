@@ -384,8 +384,9 @@ fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
 /// Publishes Events about the Agent; a failure is logged, never fails the reconcile.
 pub(super) async fn publish(ctx: &Context, agent: &Agent, events: Vec<Event>) {
     let reference = agent.object_ref(&());
+    let recorder = ctx.recorder();
     for event in events {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(
                 agent = %format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any()),
                 reason = %event.reason,

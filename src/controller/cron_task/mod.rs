@@ -755,7 +755,7 @@ async fn publish(ctx: &Context, cron: &CronTask, notice: &Notice) {
         action: "Schedule".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &cron.object_ref(&())).await {
+    if let Err(e) = ctx.recorder().publish(&event, &cron.object_ref(&())).await {
         tracing::warn!(crontask = %cache_key(cron), "could not publish an Event: {e}");
     }
 }

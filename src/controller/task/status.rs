@@ -142,7 +142,7 @@ pub(super) async fn write(
     }
     if before.phase != status.phase
         && let Some(event) = phase_event(task, &status)
-        && let Err(e) = ctx.recorder.publish(&event, &task.object_ref(&())).await
+        && let Err(e) = ctx.recorder().publish(&event, &task.object_ref(&())).await
     {
         tracing::warn!(task = %format!("{ns}/{}", task.name_any()), "could not publish an Event: {e}");
     }
