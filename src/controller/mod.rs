@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pod;
 pub mod run;
 pub mod stores;
+pub mod subscription;
 pub mod task;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The watch caches every reconcile reads from: one reflector per kind, shared between the
 //! reconciler's triggers and its reads, so a steady cluster costs the watches and nothing
-//! more (no GET or LIST per reconcile). Child kinds are watched by the children's labels only:
+//! more (no GET or LIST per reconcile); the changes reach the triggers as the cached objects
+//! (see [`super::subscription`]). Child kinds are watched by the children's labels only:
 //! a cluster's other Secrets and ConfigMaps never sit in memory.
 //!
 //! The caches hold slim copies: no managedFields (an Agent keeps only who owns spec.suspend),
@@ -18,13 +19,15 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::agent::{APPLIED_DIGEST_ANNOTATION, keep_suspend_ownership};
 use super::pod::{AGENT_LABEL, CHILD_SELECTOR, TASK_CHILD_SELECTOR};
+use super::subscription::{self, Subscription};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentTemplate, CronTask, KubeOpenCodeConfig, Task};
 
@@ -55,18 +58,18 @@ pub struct Stores {
 
 /// Change streams of the caches, for the controller's triggers.
 pub struct Subscriptions {
-    pub agents: ReflectHandle<Agent>,
-    pub templates: ReflectHandle<AgentTemplate>,
-    pub configs: Option<ReflectHandle<KubeOpenCodeConfig>>,
-    pub deployments: ReflectHandle<Deployment>,
-    pub services: ReflectHandle<Service>,
-    pub claims: ReflectHandle<PersistentVolumeClaim>,
-    pub secrets: ReflectHandle<Secret>,
-    pub config_maps: ReflectHandle<ConfigMap>,
-    pub pods: ReflectHandle<Pod>,
-    pub task_pods: ReflectHandle<Pod>,
-    pub tasks: ReflectHandle<Task>,
-    pub cron_tasks: ReflectHandle<CronTask>,
+    pub agents: Subscription<Agent>,
+    pub templates: Subscription<AgentTemplate>,
+    pub configs: Option<Subscription<KubeOpenCodeConfig>>,
+    pub deployments: Subscription<Deployment>,
+    pub services: Subscription<Service>,
+    pub claims: Subscription<PersistentVolumeClaim>,
+    pub secrets: Subscription<Secret>,
+    pub config_maps: Subscription<ConfigMap>,
+    pub pods: Subscription<Pod>,
+    pub task_pods: Subscription<Pod>,
+    pub tasks: Subscription<Task>,
+    pub cron_tasks: Subscription<CronTask>,
 }
 
 /// The running watches; they stop when this is dropped.
@@ -178,35 +181,30 @@ fn slim_server_pod(pod: &mut Pod) {
 }
 
 /// A watch keeps going after an error (with backoff); the error is only logged.
-async fn log_watch_error<T>(event: Result<T, watcher::Error>) {
-    if let Err(err) = event {
-        tracing::warn!("watch: {err}");
-    }
+fn ok_or_log<T>(event: Result<T, watcher::Error>) -> std::future::Ready<Option<T>> {
+    std::future::ready(event.inspect_err(|err| tracing::warn!("watch: {err}")).ok())
 }
 
-/// Starts one watch feeding a shared store, every object passed through `slim` first;
-/// returns the store and a subscription.
+/// Starts one watch feeding a store, every object passed through `slim` first; returns the
+/// store and a subscription to its changes.
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     slim: fn(&mut K),
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> (Store<K>, ReflectHandle<K>)
+) -> (Store<K>, Subscription<K>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store_shared(BUFFER);
-    // A writer made by store_shared always hands out subscriptions.
-    let subscription = writer
-        .subscribe()
-        .unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
-    let stream = watcher(api, config)
+    let writer = Writer::default();
+    let store = writer.as_reader();
+    let (publisher, subscription) = subscription::channel(BUFFER);
+    let events = watcher(api, config)
         .default_backoff()
         .modify(slim)
-        .reflect_shared(writer)
-        .for_each(log_watch_error);
-    tasks.push(tokio::spawn(stream));
+        .filter_map(ok_or_log);
+    tasks.push(tokio::spawn(publisher.run(events, writer)));
     (store, subscription)
 }
 
@@ -227,7 +225,8 @@ where
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .for_each(log_watch_error);
+        .filter_map(ok_or_log)
+        .for_each(|_| std::future::ready(()));
     tasks.push(tokio::spawn(stream));
     store
 }
