@@ -200,11 +200,12 @@ async fn the_seed_team_agent_becomes_ready_and_the_controller_stays_quiet() -> a
         .context("session without id")?
         .to_string();
 
-    // Steady state: no writes from the controller while nothing changes.
-    let window_start = audit_size();
+    // Steady state: no writes from the controller while nothing changes, once the Events of
+    // the changes above have landed.
+    let audit = AuditLog::after_quiet(&n, Duration::from_secs(5), WAIT).await?;
     let window = Duration::from_secs(60);
     tokio::time::sleep(window).await;
-    let writes = AuditLog::from_offset(window_start).controller_writes(&n)?;
+    let writes = audit.controller_writes(&n)?;
     println!(
         "controller writes in {window:?} of steady state: {}",
         writes.len()

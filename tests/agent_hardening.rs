@@ -181,8 +181,9 @@ async fn quantities_the_apiserver_rewrites_cost_no_writes() -> anyhow::Result<()
         "the apiserver stores requests {} and limits {}",
         server["resources"]["requests"], server["resources"]["limits"]
     );
+    // The Ready Event follows the status write that the wait above saw.
+    let audit = AuditLog::after_quiet(&n, Duration::from_secs(5), WAIT).await?;
     // One health check period and more: a contains-check would re-apply on every pass.
-    let audit = AuditLog::now()?;
     let window = Duration::from_secs(75);
     tokio::time::sleep(window).await;
     let writes = audit.controller_writes(&n)?;

@@ -41,17 +41,8 @@ async fn ten_idle_agents_cost_only_watches_and_health_checks() -> anyhow::Result
             .await
             .with_context(|| format!("controller log:\n{}", controller.log()))?;
     }
-    // Let the last status writes and their Events settle before the window opens: the window
-    // starts once a reconcile pass of every Agent found nothing to write.
-    let settle = AuditLog::now()?;
-    kubeoc_testbed::wait_until("a quiet 5 s", WAIT, || async {
-        let quiet = settle.controller_writes(&n)?.is_empty();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok((quiet && settle.controller_writes(&n)?.is_empty()).then_some(()))
-    })
-    .await?;
-
-    let audit = AuditLog::now()?;
+    // The last status writes and their Events settle before the window opens.
+    let audit = AuditLog::after_quiet(&n, Duration::from_secs(5), WAIT).await?;
     let window = Duration::from_secs(60);
     tokio::time::sleep(window).await;
     let requests = audit.controller_requests_by_verb(&n)?;

@@ -1,9 +1,11 @@
 //! What the apiserver recorded: its audit log (by user agent and verb, from a byte offset on)
 //! and the Events kubeoc-controller published.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use k8s_openapi::jiff::Timestamp;
-use kubeoc_testbed::state_dir;
+use kubeoc_testbed::{state_dir, wait_until};
 use serde_json::Value;
 
 /// The audit log from one point on.
@@ -71,6 +73,29 @@ impl AuditLog {
             .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
             .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
             .collect())
+    }
+
+    /// Waits for `quiet` without a controller write into `ns`, then starts reading: the last
+    /// status writes of a change, and the Events that follow them, land before a steady-state
+    /// window opens. Gives up after `timeout`, naming the writes last seen.
+    pub async fn after_quiet(ns: &str, quiet: Duration, timeout: Duration) -> anyhow::Result<Self> {
+        let last_writes = std::cell::RefCell::new(Vec::new());
+        let last = &last_writes;
+        wait_until(
+            &format!("{quiet:?} without a controller write in namespace {ns}"),
+            timeout,
+            || async move {
+                let window = Self::now()?;
+                tokio::time::sleep(quiet).await;
+                let writes = window.controller_writes(ns)?;
+                let quiet = writes.is_empty();
+                *last.borrow_mut() = writes;
+                Ok(quiet.then_some(()))
+            },
+        )
+        .await
+        .with_context(|| format!("writes in the last window: {:?}", last_writes.borrow()))?;
+        Self::now()
     }
 
     /// The controller's requests into namespace `ns` by verb, as "verb uri".
