@@ -1,8 +1,10 @@
 //! The controller under measurement: `kubectl-kubeoc controller run` as a process of its own,
-//! read from outside through /proc (resident memory, CPU time) and its /metrics endpoint.
+//! read from outside through /proc (resident memory, sampled anonymous memory, CPU time) and its /metrics endpoint.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -14,6 +16,35 @@ pub struct Controller {
     pid: u32,
     metrics: String,
     log: PathBuf,
+    /// The bits of [`Controller::peak_anon_mb`], kept up by a sampling task.
+    peak_anon: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// How often the anonymous memory is sampled: the kernel keeps no peak of it.
+pub const ANON_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// A memory figure of /proc/<pid>/status (`VmHWM`, `VmRSS`, `RssAnon`) in MB.
+fn status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading the controller's /proc status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
+    Ok(kib * 1024.0 / 1e6)
+}
+
+/// Samples RssAnon every [`ANON_SAMPLE_EVERY`] into `peak` until the process is gone.
+async fn sample_anon(pid: u32, peak: Arc<AtomicU64>) {
+    while let Ok(now) = status_mb(pid, "RssAnon") {
+        if now > f64::from_bits(peak.load(Ordering::Relaxed)) {
+            peak.store(now.to_bits(), Ordering::Relaxed);
+        }
+        tokio::time::sleep(ANON_SAMPLE_EVERY).await;
+    }
 }
 
 /// Clock ticks a second, for /proc/<pid>/stat's CPU times (Linux's USER_HZ is 100 on every
@@ -53,35 +84,32 @@ impl Controller {
             .spawn()
             .with_context(|| format!("starting {} controller run", binary.display()))?;
         let pid = child.id().context("the controller exited at once")?;
+        let peak_anon = Arc::new(AtomicU64::new(0.0_f64.to_bits()));
+        let sampler = tokio::spawn(sample_anon(pid, peak_anon.clone()));
         Ok(Controller {
             child,
             pid,
             metrics,
             log: log.to_path_buf(),
+            peak_anon,
+            sampler,
         })
     }
 
-    /// A memory figure of /proc/<pid>/status (`VmHWM`, `VmRSS`) in MiB.
-    fn status_mib(&self, field: &str) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .context("reading the controller's /proc status")?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
-        Ok(kib / 1024.0)
+    /// Peak resident memory (VmHWM) in MB, the unit of the memory goals.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        status_mb(self.pid, "VmHWM")
     }
 
-    /// Peak resident memory (VmHWM) in MiB.
-    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        self.status_mib("VmHWM")
+    /// Resident memory now (VmRSS) in MB.
+    pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        status_mb(self.pid, "VmRSS")
     }
 
-    /// Resident memory now (VmRSS) in MiB.
-    pub fn rss_mib(&self) -> anyhow::Result<f64> {
-        self.status_mib("VmRSS")
+    /// The highest anonymous resident memory (RssAnon: heap and stacks, without the binary's
+    /// file-backed pages, which are shared and reclaimable) seen so far, in MB.
+    pub fn peak_anon_mb(&self) -> f64 {
+        f64::from_bits(self.peak_anon.load(Ordering::Relaxed))
     }
 
     /// User plus system CPU seconds so far.
@@ -158,5 +186,11 @@ impl Controller {
             Err(_) => self.child.kill().await?,
         }
         Ok(())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.sampler.abort();
     }
 }

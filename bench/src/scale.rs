@@ -343,8 +343,9 @@ pub async fn run(
     tokio::time::sleep(setup.idle).await;
     let to = Timestamp::now();
     let cpu = controller.cpu_seconds()? - cpu_before;
-    let rss = controller.peak_rss_mib()?;
-    let rss_now = controller.rss_mib()?;
+    let rss = controller.peak_rss_mb()?;
+    let rss_now = controller.rss_mb()?;
+    let anon = controller.peak_anon_mb();
     // The audit log is written a moment after each request completes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = audit::controller_requests(&setup.audit_dir, &ns, from, to)?;
@@ -356,10 +357,21 @@ pub async fn run(
     rows.push(Row::new(
         "memory",
         n,
-        "MiB",
+        "MB",
         Goal::AtMost(memory_goal),
         rss,
-        format!("controller peak RSS (VmHWM) after converging and {minutes:.1} idle minutes; {rss_now:.1} MiB resident at the end"),
+        format!("controller peak RSS (VmHWM) after converging and {minutes:.1} idle minutes; {rss_now:.1} MB resident at the end"),
+    ));
+    rows.push(Row::new(
+        "memory (anon)",
+        n,
+        "MB",
+        Goal::AtMost(memory_goal),
+        anon,
+        format!(
+            "controller peak RssAnon (heap and stacks, without the binary's shared file pages), sampled every {:?}",
+            crate::controller::ANON_SAMPLE_EVERY
+        ),
     ));
     rows.push(Row::new(
         "steady writes",

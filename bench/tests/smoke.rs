@@ -58,6 +58,7 @@ async fn a_small_run_prints_every_row_and_writes_the_json() -> anyhow::Result<()
         "TUI frame",
         "converge",
         "memory",
+        "memory (anon)",
         "steady writes",
         "steady reads",
         "cpu",
