@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod cached;
 pub mod conditions;
 pub mod cron_task;
 pub mod git_remote;

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cached::ServerPod;
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
@@ -294,7 +294,7 @@ async fn run_controllers(
             .map(|agent| ObjectRef::<Agent>::new(&agent.name).within(&namespace))
     };
     // A server pod's trouble (or its recovery) concerns its Agent: no polling while it starts.
-    let agent_of_pod = |server_pod: Arc<Pod>| {
+    let agent_of_pod = |server_pod: Arc<ServerPod>| {
         let namespace = server_pod.namespace().unwrap_or_default();
         server_pod
             .labels()

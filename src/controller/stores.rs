@@ -6,7 +6,8 @@
 //!
 //! The caches hold slim copies: no managedFields (an Agent keeps only who owns spec.suspend),
 //! no `kubectl apply` annotation (a copy of the whole object), and of a child only what a
-//! reconcile reads (children are compared by their applied digest, never field by field).
+//! reconcile reads (children are compared by their applied digest, never field by field;
+//! see [`super::cached`] for the forms they are decoded into).
 //! With the reconcile cap beside them, they took the controller's peak at 1,000 Agents from
 //! 286 to 99 MiB in `make bench`.
 
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::store::Writer;
@@ -26,6 +26,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::agent::{APPLIED_DIGEST_ANNOTATION, keep_suspend_ownership};
+use super::cached::{ChildMeta, ServerDeployment, ServerPod};
 use super::pod::{AGENT_LABEL, CHILD_SELECTOR, TASK_CHILD_SELECTOR};
 use super::subscription::{self, Subscription};
 use crate::api::config::CONFIG_NAME;
@@ -41,12 +42,13 @@ pub struct Stores {
     pub templates: Store<AgentTemplate>,
     /// `None` when this controller may not read the cluster's KubeOpenCodeConfig.
     pub configs: Option<Store<KubeOpenCodeConfig>>,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub claims: Store<PersistentVolumeClaim>,
+    pub deployments: Store<ServerDeployment>,
+    pub services: Store<ChildMeta<Service>>,
+    pub claims: Store<ChildMeta<PersistentVolumeClaim>>,
     pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
-    pub pods: Store<Pod>,
+    pub config_maps: Store<ChildMeta<ConfigMap>>,
+    /// Server pods.
+    pub pods: Store<ServerPod>,
     /// Pods of Tasks (label `kubeopencode.io/task`).
     pub task_pods: Store<Pod>,
     /// Secrets of templateRef Tasks (label `kubeopencode.io/task`): their servers' passwords.
@@ -61,12 +63,12 @@ pub struct Subscriptions {
     pub agents: Subscription<Agent>,
     pub templates: Subscription<AgentTemplate>,
     pub configs: Option<Subscription<KubeOpenCodeConfig>>,
-    pub deployments: Subscription<Deployment>,
-    pub services: Subscription<Service>,
-    pub claims: Subscription<PersistentVolumeClaim>,
+    pub deployments: Subscription<ServerDeployment>,
+    pub services: Subscription<ChildMeta<Service>>,
+    pub claims: Subscription<ChildMeta<PersistentVolumeClaim>>,
     pub secrets: Subscription<Secret>,
-    pub config_maps: Subscription<ConfigMap>,
-    pub pods: Subscription<Pod>,
+    pub config_maps: Subscription<ChildMeta<ConfigMap>>,
+    pub pods: Subscription<ServerPod>,
     pub task_pods: Subscription<Pod>,
     pub tasks: Subscription<Task>,
     pub cron_tasks: Subscription<CronTask>,
@@ -128,36 +130,17 @@ fn slim_child_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// A Deployment as the Agent's status reads it: its wanted replicas and its status. The
-/// apply compares digests, never the template.
-fn slim_deployment(deployment: &mut Deployment) {
+/// A Deployment as the Agent's status reads it: the decoding kept only its wanted replicas
+/// and its status ([`ServerDeployment`]).
+fn slim_deployment(deployment: &mut ServerDeployment) {
     slim_child_meta(&mut deployment.metadata);
-    if let Some(spec) = &mut deployment.spec {
-        *spec = DeploymentSpec {
-            replicas: spec.replicas,
-            ..Default::default()
-        };
-    }
 }
 
-/// A Service, PersistentVolumeClaim or ConfigMap: the reconcile reads only its metadata
-/// (the applied digest and resourceVersion).
-fn slim_service(service: &mut Service) {
-    slim_child_meta(&mut service.metadata);
-    service.spec = None;
-    service.status = None;
-}
-
-fn slim_claim(claim: &mut PersistentVolumeClaim) {
-    slim_child_meta(&mut claim.metadata);
-    claim.spec = None;
-    claim.status = None;
-}
-
-fn slim_config_map(config_map: &mut ConfigMap) {
-    slim_child_meta(&mut config_map.metadata);
-    config_map.data = None;
-    config_map.binary_data = None;
+/// A Service, PersistentVolumeClaim or ConfigMap: the reconcile reads only its metadata (the
+/// applied digest and resourceVersion), which is all its watch brings.
+fn slim_child<K>(child: &mut ChildMeta<K>) {
+    slim_child_meta(&mut child.metadata);
+    child.types = None;
 }
 
 /// The server's password Secret keeps its data: health checks and Tasks read it.
@@ -165,11 +148,9 @@ fn slim_secret(secret: &mut Secret) {
     slim_child_meta(&mut secret.metadata);
 }
 
-/// A server pod without its spec and with only the label naming its Agent: the Agent's
-/// status reads the pod's status, and the volumes of a pod stuck being created from the
-/// API. A k8s-openapi `Volume` takes 3,208 bytes inline whatever its source; dropping the
-/// spec took the controller with 1,000 Agents from 80 to 66 MiB peak RSS (`make bench`).
-fn slim_server_pod(pod: &mut Pod) {
+/// A server pod with only the label naming its Agent; the decoding kept only its metadata
+/// and status ([`ServerPod`]).
+fn slim_server_pod(pod: &mut ServerPod) {
     let agent = pod
         .metadata
         .labels
@@ -177,7 +158,6 @@ fn slim_server_pod(pod: &mut Pod) {
         .and_then(|labels| labels.remove_entry(AGENT_LABEL));
     slim_child_meta(&mut pod.metadata);
     pod.metadata.labels = agent.map(|entry| BTreeMap::from([entry]));
-    pod.spec = None;
 }
 
 /// A watch keeps going after an error (with backoff); the error is only logged.
@@ -272,13 +252,13 @@ pub fn start(
     let (services, services_sub) = watch(
         namespaced(client, namespace),
         children(),
-        slim_service,
+        slim_child,
         &mut tasks,
     );
     let (claims, claims_sub) = watch(
         namespaced(client, namespace),
         children(),
-        slim_claim,
+        slim_child,
         &mut tasks,
     );
     let (secrets, secrets_sub) = watch(
@@ -290,7 +270,7 @@ pub fn start(
     let (config_maps, config_maps_sub) = watch(
         namespaced(client, namespace),
         children(),
-        slim_config_map,
+        slim_child,
         &mut tasks,
     );
     // Server pods carry the children's labels too (the pod template has them).
@@ -440,13 +420,8 @@ mod tests {
 
     #[test]
     fn a_cached_child_keeps_its_digest_and_a_server_pod_its_agent() {
-        let mut deployment = Deployment {
+        let mut deployment = ServerDeployment {
             metadata: meta(),
-            spec: Some(DeploymentSpec {
-                replicas: Some(0),
-                min_ready_seconds: Some(5),
-                ..Default::default()
-            }),
             ..Default::default()
         };
         slim_deployment(&mut deployment);
@@ -459,12 +434,9 @@ mod tests {
                 "d1".to_string()
             )]))
         );
-        let spec = deployment.spec.unwrap_or_default();
-        assert_eq!((spec.replicas, spec.min_ready_seconds), (Some(0), None));
 
-        let mut pod = Pod {
+        let mut pod = ServerPod {
             metadata: meta(),
-            spec: Some(Default::default()),
             ..Default::default()
         };
         slim_server_pod(&mut pod);
@@ -472,6 +444,5 @@ mod tests {
             pod.metadata.labels,
             Some(BTreeMap::from([(AGENT_LABEL.to_string(), "a".to_string())]))
         );
-        assert!(pod.spec.is_none());
     }
 }

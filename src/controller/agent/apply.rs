@@ -15,6 +15,7 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::controller::cached::FromApplied;
 use crate::controller::{Context, FIELD_MANAGER, stores};
 
 /// Per Agent, the [inputs version](super::inputs_version) of the last pass that applied every
@@ -76,22 +77,22 @@ pub(super) fn up_to_date<K: Resource>(live: &K, digest: &str) -> bool {
 }
 
 /// Applies `object` (force: these fields are ours) unless the cache shows it applied already;
-/// returns the object as the cluster has it.
-pub(super) async fn apply<K>(
+/// returns the object as the cluster has it, in its cached form `C`.
+pub(super) async fn apply<K, C>(
     ctx: &Context,
-    store: &Store<K>,
+    store: &Store<C>,
     ns: &str,
     object: &K,
-) -> Result<Arc<K>, kube::Error>
+) -> Result<Arc<C>, kube::Error>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope>
-        + Lookup
         + Clone
         + Serialize
         + DeserializeOwned
         + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
-    <K as Lookup>::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    C: Resource + Lookup + FromApplied<K> + Clone + 'static,
+    <C as Lookup>::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let (desired, digest) = with_digest(object.clone());
@@ -108,7 +109,7 @@ where
             &Patch::Apply(&desired),
         )
         .await?;
-    Ok(Arc::new(applied))
+    Ok(Arc::new(C::from_applied(applied)))
 }
 
 #[cfg(test)]

@@ -21,8 +21,6 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -34,6 +32,7 @@ pub use standby::{keep_suspend_ownership, suspended_by_standby};
 use status::Verdict;
 pub use status::apply_status;
 
+use super::cached::{FromApplied, ServerDeployment};
 use super::{Context, ServerRoute, pod, stores};
 use crate::api::config::CONFIG_NAME;
 use crate::api::{Agent, AgentPhase, AgentStatus, AgentTemplate, KubeOpenCodeConfigSpec};
@@ -136,22 +135,22 @@ struct Rejection {
 
 /// Applies one child; a refusal is collected, not returned, so the other children still
 /// get their changes.
-async fn apply_child<K>(
+async fn apply_child<K, C>(
     ctx: &Context,
-    store: &kube::runtime::reflector::Store<K>,
+    store: &kube::runtime::reflector::Store<C>,
     ns: &str,
     object: &K,
     rejections: &mut Vec<Rejection>,
-) -> Option<Arc<K>>
+) -> Option<Arc<C>>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + kube::runtime::reflector::Lookup
         + Clone
         + serde::Serialize
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
     <K as kube::Resource>::DynamicType: Default,
-    <K as kube::runtime::reflector::Lookup>::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    C: kube::Resource + kube::runtime::reflector::Lookup + FromApplied<K> + Clone + 'static,
+    <C as kube::runtime::reflector::Lookup>::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     match apply::apply(ctx, store, ns, object).await {
         Ok(applied) => Some(applied),
@@ -172,13 +171,13 @@ async fn apply_children(
     ctx: &Context,
     ns: &str,
     objects: &pod::ServerObjects,
-) -> (Option<Arc<Deployment>>, Vec<Rejection>) {
+) -> (Option<Arc<ServerDeployment>>, Vec<Rejection>) {
     let stores = &ctx.stores;
     let mut rejections = Vec::new();
     if let Some(cm) = &objects.context_config_map {
         apply_child(ctx, &stores.config_maps, ns, cm, &mut rejections).await;
     }
-    apply_child::<PersistentVolumeClaim>(
+    apply_child(
         ctx,
         &stores.claims,
         ns,
@@ -189,7 +188,7 @@ async fn apply_children(
     if let Some(pvc) = &objects.workspace_pvc {
         apply_child(ctx, &stores.claims, ns, pvc, &mut rejections).await;
     }
-    apply_child::<Service>(ctx, &stores.services, ns, &objects.service, &mut rejections).await;
+    apply_child(ctx, &stores.services, ns, &objects.service, &mut rejections).await;
     let deployment = apply_child(
         ctx,
         &stores.deployments,
@@ -565,7 +564,7 @@ async fn server_problem(
     ctx: &Context,
     ns: &str,
     name: &str,
-    deployment: Option<&Deployment>,
+    deployment: Option<&ServerDeployment>,
 ) -> Option<String> {
     if let Some(failure) = deployment.and_then(|d| status::replica_failure(d, ns)) {
         return Some(failure);

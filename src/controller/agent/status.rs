@@ -2,7 +2,6 @@
 //! nothing flips), why a server pod does not run, Events on transitions only, and the status
 //! write (skipped when nothing changed).
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
@@ -12,12 +11,13 @@ use serde_json::json;
 
 use super::ReconcileError;
 use crate::api::{Agent, AgentPhase, AgentStatus};
+use crate::controller::cached::{ServerDeployment, ServerPod};
 pub(super) use crate::controller::conditions::{Verdict, conditions};
 use crate::controller::{Context, FIELD_MANAGER};
 
 /// The first thing keeping a server pod from running, in words that stay the same while the
 /// problem does (no restart counts or times, so the status is not rewritten on every pass).
-pub(super) fn pod_problem(pod: &Pod) -> Option<String> {
+pub(super) fn pod_problem(pod: &ServerPod) -> Option<String> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let status = pod.status.as_ref()?;
@@ -107,7 +107,7 @@ pub(super) fn pod_problem(pod: &Pod) -> Option<String> {
 
 /// Why the ReplicaSet cannot create the server pod (the Deployment's ReplicaFailure
 /// condition), with what to do about it.
-pub(super) fn replica_failure(deployment: &Deployment, ns: &str) -> Option<String> {
+pub(super) fn replica_failure(deployment: &ServerDeployment, ns: &str) -> Option<String> {
     let condition = deployment
         .status
         .as_ref()?
@@ -188,7 +188,7 @@ pub(super) fn explain_rejection(object: &str, err: &kube::Error) -> String {
 /// not exist (the kubelet waits for it without saying so in the pod's status). Reads the pod
 /// (the cache keeps no pod specs) and those objects (they are the user's, not in our caches);
 /// asked only while the server is not ready.
-pub(super) async fn missing_volume_source(ctx: &Context, pod: &Pod) -> Option<String> {
+pub(super) async fn missing_volume_source(ctx: &Context, pod: &ServerPod) -> Option<String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     // Volumes are set up before any container starts: the pod waits with every container
@@ -262,7 +262,7 @@ pub(super) async fn missing_volume_source(ctx: &Context, pod: &Pod) -> Option<St
     None
 }
 
-pub(super) fn deployment_available(deployment: &Deployment) -> (bool, String) {
+pub(super) fn deployment_available(deployment: &ServerDeployment) -> (bool, String) {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let Some(status) = &deployment.status else {
         return (false, "the Deployment has no status yet".into());
@@ -540,7 +540,7 @@ mod tests {
         assert!(cut.ends_with("..."));
     }
 
-    fn pod(status: serde_json::Value) -> Pod {
+    fn pod(status: serde_json::Value) -> ServerPod {
         serde_json::from_value(
             json!({"metadata": {"name": "a-server-1", "namespace": "ns"}, "status": status}),
         )
