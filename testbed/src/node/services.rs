@@ -66,6 +66,25 @@ fn ready_addresses<'a>(slices: &[&'a EndpointSlice]) -> Vec<(Ipv4Addr, &'a Endpo
 
 /// Builds the table from Services and EndpointSlices (label `kubernetes.io/service-name`).
 pub fn build_table(services: &[Service], slices: &[EndpointSlice]) -> ServiceTable {
+    // Indexed once: the bench's thousands of Services, each looking through every slice, kept
+    // the table seconds behind while their namespaces went, and a new pod's connections to a
+    // Service that had just got its endpoint were refused.
+    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let (Some(namespace), Some(service)) = (
+            slice.metadata.namespace.as_deref(),
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name")),
+        ) {
+            by_service
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
     let mut entries = Vec::new();
     for svc in services {
         let (Some(name), Some(namespace)) =
@@ -81,18 +100,11 @@ pub fn build_table(services: &[Service], slices: &[EndpointSlice]) -> ServiceTab
             .cluster_ip
             .as_deref()
             .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-        let mine: Vec<&EndpointSlice> = slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        == Some(&name)
-            })
-            .collect();
-        let ready = ready_addresses(&mine);
+        let mine = by_service
+            .get(&(namespace.as_str(), name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let ready = ready_addresses(mine);
         let ports = spec
             .ports
             .iter()
